@@ -1,0 +1,104 @@
+"""Convert an HF Qwen2.5-VL (or VisionSelector) checkpoint to vselect-jax.
+
+    python -m conversion.convert_hf --src <HF dir or hub id> --dst <dir> \
+        [--dtype bfloat16|float32]
+
+Reads single-file or sharded safetensors in either key layout (hub files
+``visual.* / model.* / lm_head.*`` or transformers >= 4.52 in-memory names
+``model.visual.* / model.language_model.*``), streaming tensor by tensor.
+Every expected parameter must be present with the right shape; otherwise
+nothing is written and the error lists what is wrong. Scorer tensors
+(``visual.importance_scorer.*``, the released VisionSelector checkpoints) are
+kept. The output is staged next to ``--dst`` and renamed into place at the
+end, so ``--dst`` is never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+# Tokenizer, processor and template files travel with the weights.
+AUX_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+    "special_tokens_map.json", "added_tokens.json", "chat_template.json",
+    "chat_template.jinja", "preprocessor_config.json",
+    "video_preprocessor_config.json", "processor_config.json",
+    "generation_config.json")
+
+
+def convert(src: str, dst: str, dtype: str = "bfloat16", *,
+            progress: bool = True, overwrite: bool = False) -> dict:
+  """Converts ``src`` into ``dst``; returns a summary dict."""
+  from vselect_jax import model_io
+  from vselect_jax.config import VLMConfig
+  from vselect_jax.pretrained import (SCORER_PATH, abstract_model,
+                                      expected_shapes, resolve_dtype,
+                                      resolve_path)
+  from conversion.hf_loader import read_hf_params
+
+  jdtype = resolve_dtype(dtype)
+  src = resolve_path(src)
+  if os.path.exists(dst) and not overwrite:
+    raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
+  cfg = VLMConfig.from_pretrained(src)
+  _, abs_state = abstract_model(cfg, jdtype)
+  expected = expected_shapes(abs_state)
+  params = read_hf_params(
+      src, expected, np.dtype(jdtype), optional_prefixes=(SCORER_PATH,),
+      tied_embeddings=cfg.text.tie_word_embeddings, progress=progress)
+  has_scorer = any(p[:len(SCORER_PATH)] == SCORER_PATH for p in params)
+
+  parent = os.path.dirname(os.path.abspath(dst)) or "."
+  os.makedirs(parent, exist_ok=True)
+  stage = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+  try:
+    model_io.save_params(os.path.join(stage, "params"), params)
+    shutil.copy(os.path.join(src, "config.json"), stage)
+    copied = []
+    for name in AUX_FILES:
+      if os.path.exists(os.path.join(src, name)):
+        shutil.copy(os.path.join(src, name), stage)
+        copied.append(name)
+    model_io.write_marker(stage, dtype=str(np.dtype(jdtype)),
+                          has_scorer=has_scorer, source=os.path.abspath(src))
+    if os.path.exists(dst):
+      shutil.rmtree(dst)
+    os.replace(stage, dst)
+  except BaseException:
+    shutil.rmtree(stage, ignore_errors=True)
+    raise
+  n = sum(int(np.prod(v.shape)) for v in params.values())
+  return {"dst": dst, "tensors": len(params), "parameters": n,
+          "has_scorer": has_scorer, "copied": copied}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m conversion.convert_hf", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--src", required=True, help="HF dir or hub id")
+  parser.add_argument("--dst", required=True, help="output directory")
+  parser.add_argument("--dtype", default="bfloat16",
+                      choices=("bfloat16", "float32", "float16"))
+  parser.add_argument("--overwrite", action="store_true")
+  parser.add_argument("--no-progress", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    summary = convert(args.src, args.dst, args.dtype,
+                      progress=not args.no_progress, overwrite=args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {summary['dst']}: {summary['tensors']} tensors, "
+        f"{summary['parameters']:,} parameters, scorer "
+        f"{'included' if summary['has_scorer'] else 'absent (fresh init)'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

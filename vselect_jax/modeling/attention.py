@@ -1,0 +1,125 @@
+"""Attention with segment ids: one entry point, backend-specific kernels.
+
+Shapes: B batch, T queries, S keys, N query heads, K key/value heads
+(N % K == 0, grouped-query attention), H head dim.
+
+Masking is expressed with segment ids: query i attends key j iff their
+segment ids are equal (and, with ``causal``, j <= i). Segment id 0 marks
+padding; padding queries attend padding keys, which keeps every softmax row
+non-empty and finite (their outputs are discarded by the caller).
+
+Implementations:
+* ``"reference"``: dense masked softmax in float32 (CPU, tests, any backend).
+* ``"xla"`` / ``"cudnn"``: ``jax.nn.dot_product_attention`` with the boolean
+  mask (GPU; cuDNN needs bf16/fp16 inputs).
+* ``"auto"``: cuDNN on GPU for 16-bit inputs, reference elsewhere. On TPU the
+  XLA reference lowers to fused matmuls; a Pallas splash kernel with segment
+  ids is the planned fast path for long full-attention sequences.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def segment_mask(q_seg: jax.Array, kv_seg: jax.Array, causal: bool
+                 ) -> jax.Array:
+  """bool[B, T, S]: which keys each query may attend."""
+  mask = q_seg[:, :, None] == kv_seg[:, None, :]
+  if causal:
+    t, s = q_seg.shape[1], kv_seg.shape[1]
+    # Queries are the last T of the S positions (prefill: T == S).
+    qpos = jnp.arange(t)[:, None] + (s - t)
+    mask = mask & (jnp.arange(s)[None, :] <= qpos)[None]
+  return mask
+
+
+def _reference(q, k, v, mask, scale):
+  b, t, n, h = q.shape
+  kh = k.shape[2]
+  g = n // kh
+  q = q.reshape(b, t, kh, g, h)
+  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k,
+                      preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(mask[:, None, None], logits, _MASK_VALUE)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v,
+                   preferred_element_type=jnp.float32)
+  return out.reshape(b, t, n, h).astype(q.dtype)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                          q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                          causal: bool, scale: float | None = None,
+                          implementation: str = "auto") -> jax.Array:
+  """Softmax attention restricted to equal segment ids.
+
+  Args:
+    q: float[B, T, N, H]; k, v: float[B, S, K, H].
+    q_segment_ids: int32[B, T]; kv_segment_ids: int32[B, S].
+    causal: also restrict to keys at or before the query position.
+    scale: logit scale, default H ** -0.5.
+    implementation: "auto", "reference", "xla" or "cudnn".
+
+  Returns:
+    float[B, T, N, H] in q's dtype.
+  """
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  mask = segment_mask(q_segment_ids, kv_segment_ids, causal)
+  if implementation == "auto":
+    on_gpu = jax.default_backend() == "gpu"
+    implementation = ("cudnn" if on_gpu and q.dtype in (jnp.bfloat16,
+                                                          jnp.float16)
+                      else "reference")
+  if implementation == "reference":
+    return _reference(q, k, v, mask, scale)
+  if implementation in ("xla", "cudnn"):
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None], scale=scale,
+        implementation=implementation)
+  raise ValueError(f"unknown attention implementation {implementation!r}")
+
+
+def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                          segment_ids: jax.Array, block: int,
+                          scale: float | None = None) -> jax.Array:
+  """Attention within segments that each span at most ``block`` consecutive
+  positions (the vision windows), in O(T * 3 * block) instead of O(T^2).
+
+  A segment no longer than ``block`` that contains a query in block b lies
+  within blocks b-1, b and b+1, so each query block attends to those three
+  key blocks, masked by segment id. Static shapes, no per-window gathers.
+
+  Args:
+    q, k, v: float[B, T, N, H] with T a multiple of ``block``.
+    segment_ids: int32[B, T] (0 = padding).
+    block: the maximal segment length.
+
+  Returns:
+    float[B, T, N, H].
+  """
+  b, t, n, h = q.shape
+  if t % block:
+    raise ValueError(f"length {t} is not a multiple of the block {block}")
+  nb = t // block
+
+  def neighbours(x):  # [B, T, ...] -> [B, nb, 3 * block, ...]
+    x = x.reshape(b, nb, block, *x.shape[2:])
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (1, 1)
+    xp = jnp.pad(x, pad)
+    return jnp.concatenate([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], axis=2)
+
+  kb = neighbours(k).reshape(b * nb, 3 * block, n, h)
+  vb = neighbours(v).reshape(b * nb, 3 * block, n, h)
+  # Keys borrowed from outside the sequence get segment -1: never matched.
+  seg_k = neighbours(segment_ids + 1) - 1
+  qb = q.reshape(b * nb, block, n, h)
+  seg_q = segment_ids.reshape(b * nb, block)
+  out = dot_product_attention(
+      qb, kb, vb, q_segment_ids=seg_q,
+      kv_segment_ids=seg_k.reshape(b * nb, 3 * block), causal=False,
+      scale=scale, implementation="reference")
+  return out.reshape(b, t, n, h)

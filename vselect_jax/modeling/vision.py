@@ -1,0 +1,140 @@
+"""Qwen2.5-VL vision tower in Flax NNX (attribute names mirror HF).
+
+Axis letters: P patch slots (window order, padded), M merged tokens,
+C patch row length (1176), D vision width, N heads, H head dim, E LLM width.
+
+Input layout (window order, segment ids, rotary coordinates, un-permute
+index) comes from ``vision_layout.build_vision_layout`` on the host; the
+device sees fixed shapes only.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vselect_jax.config import VisionConfig
+from vselect_jax.modeling import rope
+from vselect_jax.modeling.attention import (dot_product_attention,
+                                            local_block_attention)
+from vselect_jax.modeling.layers import Linear, RMSNorm, SwiGLU
+
+
+class PatchEmbed(nnx.Module):
+  """HF's Conv3d with kernel == stride over a pre-flattened (c, t, p, p) patch
+  row is exactly a dense map C -> D (no bias)."""
+
+  def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    self.proj = Linear(cfg.patch_dim, cfg.hidden_size, use_bias=False,
+                       axes=(None, "vit_embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.proj(x)
+
+
+class VisionAttention(nnx.Module):
+
+  def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    d = cfg.hidden_size
+    self.num_heads = cfg.num_heads
+    self.qkv = Linear(d, 3 * d, use_bias=True, axes=("vit_embed", "vit_heads"),
+                      dtype=dtype, rngs=rngs)
+    self.proj = Linear(d, d, use_bias=True, axes=("vit_heads", "vit_embed"),
+                       dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
+               segment_ids: jax.Array, window_block: int | None) -> jax.Array:
+    """x: [P, D]; cos/sin: float32[P, H]; segment_ids: int32[P].
+
+    ``window_block`` set: windowed layer (segments span <= that many slots).
+    """
+    p, d = x.shape
+    qkv = self.qkv(x).reshape(p, 3, self.num_heads, d // self.num_heads)
+    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, P, N, H]
+    q = rope.apply_vision_rope(q, cos, sin)
+    k = rope.apply_vision_rope(k, cos, sin)
+    seg = segment_ids[None]
+    if window_block is not None:
+      out = local_block_attention(q, k, v, segment_ids=seg, block=window_block)
+    else:
+      out = dot_product_attention(q, k, v, q_segment_ids=seg,
+                                  kv_segment_ids=seg, causal=False)
+    return self.proj(out.reshape(p, d))
+
+
+class VisionBlock(nnx.Module):
+
+  def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    self.norm1 = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+    self.norm2 = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+    self.attn = VisionAttention(cfg, dtype=dtype, rngs=rngs)
+    self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, use_bias=True,
+                      embed_axis="vit_embed", mlp_axis="vit_mlp", dtype=dtype,
+                      rngs=rngs)
+
+  def __call__(self, x, cos, sin, segment_ids, window_block):
+    x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_block)
+    return x + self.mlp(self.norm2(x))
+
+
+class PatchMerger(nnx.Module):
+  """RMSNorm, concatenate each 2x2 group of patches, MLP with exact GELU.
+
+  HF names the MLP ``mlp.0`` / ``mlp.2`` (an nn.Sequential); here they are
+  ``mlp_0`` / ``mlp_2``.
+  """
+
+  def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+    hidden = cfg.hidden_size * cfg.merge_unit
+    self.merge_unit = cfg.merge_unit
+    self.ln_q = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+    self.mlp_0 = Linear(hidden, hidden, use_bias=True,
+                        axes=("vit_embed", "vit_mlp"), dtype=dtype, rngs=rngs)
+    self.mlp_2 = Linear(hidden, cfg.out_hidden_size, use_bias=True,
+                        axes=("vit_mlp", "embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [P, D] -> [P / merge_unit, E]."""
+    x = self.ln_q(x).reshape(-1, self.merge_unit * x.shape[-1])
+    return self.mlp_2(jax.nn.gelu(self.mlp_0(x), approximate=False))
+
+
+class VisionTransformer(nnx.Module):
+  """Patch embed -> blocks (window / full attention) -> merger -> raster."""
+
+  def __init__(self, cfg: VisionConfig, *, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.config = cfg
+    self.patch_embed = PatchEmbed(cfg, dtype=dtype, rngs=rngs)
+    self.blocks = nnx.List([VisionBlock(cfg, dtype=dtype, rngs=rngs)
+                            for _ in range(cfg.depth)])
+    self.merger = PatchMerger(cfg, dtype=dtype, rngs=rngs)
+
+  @jax.named_scope("vision")
+  def __call__(self, pixel_values: jax.Array, layout: dict[str, jax.Array]
+               ) -> jax.Array:
+    """Encodes all images/frames of a batch.
+
+    Args:
+      pixel_values: float[num_patches_in, C] processor rows (any padding
+        rows are never read).
+      layout: the arrays of ``VisionLayout`` (P slots, M = P / 4).
+
+    Returns:
+      float[M, E] merged tokens in raster order (concatenated items); rows
+      past ``num_merged`` are padding.
+    """
+    cfg = self.config
+    dtype = self.patch_embed.proj.kernel.dtype
+    x = jnp.take(pixel_values, layout["patch_index"], axis=0).astype(dtype)
+    x = self.patch_embed(x)
+    cos, sin = rope.vision_cos_sin(layout["rot_pos"], cfg.head_dim,
+                                   cfg.rope_theta)
+    full = set(cfg.fullatt_block_indexes)
+    for i, blk in enumerate(self.blocks):
+      if i in full:
+        x = blk(x, cos, sin, layout["frame_seg"], None)
+      else:
+        x = blk(x, cos, sin, layout["window_seg"], cfg.window_patches)
+    merged = self.merger(x)
+    return jnp.take(merged, layout["merged_index"], axis=0)

@@ -1,0 +1,61 @@
+"""The Qwen2.5-VL model (vision tower + LLM + head) as one NNX module.
+
+Attribute paths mirror the HF hub checkpoint: ``visual.*``, ``model.*``
+(the LLM), ``lm_head`` (absent when tied to ``model.embed_tokens``), and the
+VisionSelector scorer at ``visual.importance_scorer`` as in the released
+VisionSelector checkpoints.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vselect_jax.config import VLMConfig
+from vselect_jax.modeling.layers import Linear
+from vselect_jax.modeling.text import TextModel
+from vselect_jax.modeling.vision import VisionTransformer
+from vselect_jax.selector.scorer import ImportanceScorer
+
+
+class Qwen25VL(nnx.Module):
+
+  def __init__(self, cfg: VLMConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.config = cfg
+    self.visual = VisionTransformer(cfg.vision, dtype=dtype, rngs=rngs)
+    # The scorer reads the merger output (LLM width); HF keeps it on `visual`.
+    self.visual.importance_scorer = ImportanceScorer(
+        cfg.text.hidden_size, dtype=dtype, rngs=rngs)
+    self.model = TextModel(cfg.text, dtype=dtype, rngs=rngs)
+    self.lm_head = (None if cfg.text.tie_word_embeddings else
+                    Linear(cfg.text.hidden_size, cfg.text.vocab_size,
+                           use_bias=False, axes=("embed", "vocab"),
+                           dtype=dtype, rngs=rngs))
+
+  def embed(self, input_ids: jax.Array, visual_index: jax.Array | None,
+            visual_tokens: jax.Array | None) -> jax.Array:
+    """Token embeddings with visual tokens placed at their pad tokens.
+
+    Args:
+      input_ids: int32[B, T].
+      visual_index: int32[B, T]: row of ``visual_tokens`` for each visual pad
+        token, -1 elsewhere.
+      visual_tokens: float[M, D] merged visual tokens (raster order).
+
+    Returns:
+      float[B, T, D].
+    """
+    x = self.model.embed_tokens(input_ids)
+    if visual_tokens is None:
+      return x
+    vis = jnp.take(visual_tokens.astype(x.dtype),
+                   jnp.maximum(visual_index, 0), axis=0)
+    return jnp.where((visual_index >= 0)[..., None], vis, x)
+
+  def head(self, hidden: jax.Array) -> jax.Array:
+    """float[B, T, D] -> float32[B, T, V] logits."""
+    if self.lm_head is None:
+      logits = self.model.embed_tokens.attend(hidden)
+    else:
+      logits = self.lm_head(hidden)
+    return logits.astype(jnp.float32)
