@@ -145,4 +145,9 @@ class VLMConfig:
     if not os.path.exists(file):
       raise FileNotFoundError(f"no config.json in {path!r}")
     with open(file) as f:
-      return cls.from_hf_dict(json.load(f))
+      try:
+        return cls.from_hf_dict(json.load(f))
+      except KeyError as e:
+        raise ValueError(f"{file} lacks the required field {e}") from None
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None

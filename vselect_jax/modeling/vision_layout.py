@@ -74,7 +74,9 @@ def build_vision_layout(grid_thw, cfg: VisionConfig,
   Returns:
     The layout (see module docstring).
   """
-  grid = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+  grid = np.asarray(grid_thw, dtype=np.int64)
+  if grid.size == 0:
+    grid = grid.reshape(0, 3)
   _check_grid(grid, cfg)
   m = cfg.spatial_merge_size
   unit = cfg.merge_unit
