@@ -1,0 +1,1 @@
+"""VisionSelector: importance scorer, differentiable top-k and selection."""

@@ -1,0 +1,50 @@
+"""Learnable Importance Scorer (LIS) of VisionSelector.
+
+Two dense maps ``q_proj``, ``k_proj``: E -> E/2 with bias (weights
+N(0, 1e-4), biases 0). score_i = q_i . mean_j(k_j) / sqrt(E/2), which equals
+the reference's mean over keys of q k^T / sqrt(E/2) in O(N E) instead of
+O(N^2 E). The mean runs over valid (non-padding) tokens only.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vselect_jax.modeling.layers import Linear
+
+# Finite, so a row without valid tokens never produces NaN downstream.
+PAD_SCORE = -1e9
+
+
+class ImportanceScorer(nnx.Module):
+
+  def __init__(self, dim: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.q_proj = Linear(dim, dim // 2, use_bias=True,
+                         axes=("embed", "selector_hidden"), dtype=dtype,
+                         init_std=1e-4, rngs=rngs)
+    self.k_proj = Linear(dim, dim // 2, use_bias=True,
+                         axes=("embed", "selector_hidden"), dtype=dtype,
+                         init_std=1e-4, rngs=rngs)
+
+  def __call__(self, h: jax.Array, valid: jax.Array) -> jax.Array:
+    """Scores tokens.
+
+    Args:
+      h: float[B, N, E] merged visual tokens (gradient is stopped: the
+        scorer sits after the frozen vision merger).
+      valid: bool[B, N].
+
+    Returns:
+      float32[B, N]; padding gets ``PAD_SCORE``. Computed in float32 even
+      for bf16 inputs (the reference ran it in bf16).
+    """
+    h = jax.lax.stop_gradient(h).astype(jnp.float32)
+    q = jnp.matmul(h, self.q_proj.kernel[...].astype(jnp.float32)) + \
+        self.q_proj.bias[...].astype(jnp.float32)
+    k = jnp.matmul(h, self.k_proj.kernel[...].astype(jnp.float32)) + \
+        self.k_proj.bias[...].astype(jnp.float32)
+    w = valid.astype(jnp.float32)[..., None]
+    mean_k = (k * w).sum(1) / jnp.maximum(w.sum(1), 1.0)  # [B, E/2]
+    scores = jnp.einsum("bnd,bd->bn", q, mean_k) / jnp.sqrt(q.shape[-1])
+    return jnp.where(valid, scores, PAD_SCORE)
