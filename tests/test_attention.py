@@ -45,3 +45,18 @@ def test_unknown_implementation_is_refused():
     attention.dot_product_attention(q, k, v, q_segment_ids=seg,
                                     kv_segment_ids=seg, causal=False,
                                     implementation="magic")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_splash_kernel_in_interpret_mode_equals_dense(causal):
+  """The TPU kernel, run by the Pallas interpreter on CPU: odd lengths (padded
+  to 128-blocks), head dim 80 (padded to 128), GQA, several segments."""
+  rng = np.random.default_rng(3)
+  q, k, v, seg = _inputs(rng, b=1, t=200, n=2, kh=1, h=80)
+  seg = seg + 1
+  kw = dict(q_segment_ids=seg, kv_segment_ids=seg, causal=causal)
+  dense = attention.dot_product_attention(q, k, v, implementation="reference",
+                                          **kw)
+  splash = attention.dot_product_attention(
+      q, k, v, implementation="splash_interpret", **kw)
+  np.testing.assert_allclose(splash, dense, atol=1e-5, rtol=0)

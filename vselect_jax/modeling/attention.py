@@ -14,9 +14,10 @@ Implementations:
   materialising the logits; chosen by "auto" for long sequences off-GPU.
 * ``"xla"`` / ``"cudnn"``: ``jax.nn.dot_product_attention`` with the boolean
   mask (GPU; cuDNN needs bf16/fp16 inputs).
-* ``"auto"``: cuDNN on GPU for 16-bit inputs, reference elsewhere. On TPU the
-  XLA reference lowers to fused matmuls; a Pallas splash kernel with segment
-  ids is the planned fast path for long full-attention sequences.
+* ``"splash"``: the Pallas TPU splash-attention kernel with segment ids
+  (``"splash_interpret"`` runs it in interpret mode, for CPU tests).
+* ``"auto"``: cuDNN on GPU for 16-bit inputs; splash on TPU and blockwise
+  elsewhere for long sequences; the dense reference for short ones.
 """
 from __future__ import annotations
 
@@ -102,6 +103,50 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h).astype(q.dtype)
 
 
+def _splash(q, k, v, q_seg, kv_seg, causal, scale, interpret=False):
+  """Pallas splash attention (TPU) with segment ids.
+
+  Sequences are padded to the 128-row blocks and the head dim to a multiple
+  of 128 (zero columns change neither q.k nor the kept output columns);
+  padded positions get their own segment so no row is empty. Runs on CPU in
+  ``interpret`` mode for tests. Single-device: under a sharded mesh it must
+  be wrapped in ``shard_map`` by the caller.
+  """
+  from jax.experimental.pallas.ops.tpu.splash_attention import (
+      splash_attention_kernel as sk, splash_attention_mask as sm)
+  b, t, n, h = q.shape
+  s, kh = k.shape[1], k.shape[2]
+  blk = 128
+  tp, sp, hp = -t % blk, -s % blk, -h % blk
+  q = jnp.pad(q * jnp.asarray(scale, q.dtype),
+              ((0, 0), (0, tp), (0, 0), (0, hp)))
+  k = jnp.pad(jnp.repeat(k, n // kh, axis=2), ((0, 0), (0, sp), (0, 0),
+                                               (0, hp)))
+  v = jnp.pad(jnp.repeat(v, n // kh, axis=2), ((0, 0), (0, sp), (0, 0),
+                                               (0, hp)))
+  pad_id = -2  # padded rows attend padded keys only
+  qs = jnp.pad(q_seg, ((0, 0), (0, tp)), constant_values=pad_id)
+  ks = jnp.pad(kv_seg, ((0, 0), (0, sp)), constant_values=pad_id)
+  shape = (t + tp, s + sp)
+  if causal:
+    # Queries are the last T positions; with T == S this is the plain mask.
+    base = sm.CausalMask(shape, offset=s - t)
+  else:
+    base = sm.FullMask(shape)
+  sizes = sk.BlockSizes(block_q=blk, block_kv=blk, block_kv_compute=blk,
+                        block_q_dkv=blk, block_kv_dkv=blk,
+                        block_kv_dkv_compute=blk, block_q_dq=blk,
+                        block_kv_dq=blk)
+  kernel = sk.make_splash_mha(sm.MultiHeadMask([base] * n), head_shards=1,
+                              q_seq_shards=1, block_sizes=sizes,
+                              interpret=interpret)
+  tr = lambda x: x.transpose(0, 2, 1, 3)
+  out = jax.vmap(lambda a, bb, c, sq, sk_: kernel(
+      a, bb, c, segment_ids=sk.SegmentIds(q=sq, kv=sk_)))(
+          tr(q), tr(k), tr(v), qs, ks)
+  return tr(out)[:, :t, :, :h].astype(q.dtype)
+
+
 # Above this many keys the CPU/TPU fallback switches to the blockwise form.
 BLOCKWISE_MIN_KEYS = 1024
 BLOCKWISE_BLOCK = 512
@@ -118,16 +163,19 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     q_segment_ids: int32[B, T]; kv_segment_ids: int32[B, S].
     causal: also restrict to keys at or before the query position.
     scale: logit scale, default H ** -0.5.
-    implementation: "auto", "reference", "blockwise", "xla" or "cudnn".
+    implementation: "auto", "reference", "blockwise", "splash",
+      "splash_interpret", "xla" or "cudnn".
 
   Returns:
     float[B, T, N, H] in q's dtype.
   """
   scale = q.shape[-1] ** -0.5 if scale is None else scale
   if implementation == "auto":
-    on_gpu = jax.default_backend() == "gpu"
-    if on_gpu and q.dtype in (jnp.bfloat16, jnp.float16):
+    backend = jax.default_backend()
+    if backend == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
       implementation = "cudnn"
+    elif backend == "tpu" and k.shape[1] > BLOCKWISE_MIN_KEYS:
+      implementation = "splash"
     elif k.shape[1] > BLOCKWISE_MIN_KEYS:
       implementation = "blockwise"
     else:
@@ -135,6 +183,9 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   if implementation == "blockwise":
     return _blockwise(q, k, v, q_segment_ids, kv_segment_ids, causal, scale,
                       BLOCKWISE_BLOCK)
+  if implementation in ("splash", "splash_interpret"):
+    return _splash(q, k, v, q_segment_ids, kv_segment_ids, causal, scale,
+                   interpret=implementation == "splash_interpret")
   mask = segment_mask(q_segment_ids, kv_segment_ids, causal)
   if implementation == "reference":
     return _reference(q, k, v, mask, scale)
