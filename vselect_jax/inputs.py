@@ -86,8 +86,7 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
     raise ValueError("a row of attention_mask is all padding")
 
   vcfg = cfg.vision
-  items = []  # (pixels, grids) for images then videos, in processor order
-  counts = {}
+  items = []  # (pad token, pixels, grids): images then videos, as HF
   for kind, pix, grid, tok in (
       ("image", pixel_values, image_grid_thw, cfg.image_token_id),
       ("video", pixel_values_videos, video_grid_thw, cfg.video_token_id)):
@@ -102,7 +101,6 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
       if n_tok:
         raise ValueError(f"input_ids hold {n_tok} {kind} pad tokens but no "
                          f"{kind} pixels were given")
-      counts[kind] = 0
       continue
     grid = grid.reshape(-1, 3) if grid.ndim == 1 else grid
     if grid.ndim != 2 or grid.shape[1] != 3:
@@ -118,8 +116,7 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
     if n_tok != n_merged:
       raise ValueError(f"input_ids hold {n_tok} {kind} pad tokens but the "
                        f"{kind} grids give {n_merged} merged tokens")
-    counts[kind] = n_merged
-    items.append((pix, grid))
+    items.append((tok, pix, grid))
 
   position_ids, deltas = get_rope_index(
       ids, image_grid_thw=_array(image_grid_thw, "image_grid_thw", np.int64),
@@ -140,21 +137,30 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
   }
   # Row of the merged-token array for every visual pad token: image pads
   # (row-major over the batch) first, then video pads, as HF scatters them.
+  # `visual_item` says which image / video each visual token belongs to (for
+  # per-image budgets).
   visual_index = np.full((b, t), -1, np.int32)
+  visual_item = np.full((b, t), -1, np.int32)
   offset = 0
-  for tok, n in ((cfg.image_token_id, counts["image"]),
-                 (cfg.video_token_id, counts["video"])):
+  item_offset = 0
+  for tok, _, grid in items:
+    per_item = np.prod(grid, axis=1) // vcfg.merge_unit
+    n = int(per_item.sum())
     where = np.zeros((b, t), bool)
     where[:, :l] = (ids == tok) & (mask == 1)
     visual_index[where] = offset + np.arange(n)
+    visual_item[where] = item_offset + np.repeat(np.arange(len(grid)),
+                                                 per_item)
     offset += n
+    item_offset += len(grid)
   arrays["visual_index"] = visual_index
+  arrays["visual_item"] = visual_item
   num_visual = (visual_index >= 0).sum(1).astype(np.int32)
 
   has_vision = bool(items)
   if has_vision:
-    pixels = np.concatenate([p for p, _ in items])
-    grids = np.concatenate([g for _, g in items])
+    pixels = np.concatenate([p for _, p, _ in items])
+    grids = np.concatenate([g for _, _, g in items])
     cap = patch_bucket or bucket(pixels.shape[0], vcfg.window_patches * 4)
     layout = build_vision_layout(grids, vcfg, capacity=cap)
     arrays["pixel_values"] = np.pad(pixels, ((0, cap - pixels.shape[0]),

@@ -69,16 +69,18 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
     v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
     kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)), constant_values=-1)
   nb = (s + pad) // block
-  qg = q.reshape(b, t, kh, g, h).astype(jnp.float32) * scale
-  kb = k.reshape(b, nb, block, kh, h).swapaxes(0, 1)
-  vb = v.reshape(b, nb, block, kh, h).swapaxes(0, 1)
+  # Heads-first layouts so each step is two plain batched matmuls.
+  qg = (q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4)
+        .astype(jnp.float32) * scale)                          # [B,K,G,T,H]
+  kb = k.reshape(b, nb, block, kh, h).transpose(1, 0, 3, 2, 4)  # [nb,B,K,S,H]
+  vb = v.reshape(b, nb, block, kh, h).transpose(1, 0, 3, 2, 4)
   sb = kv_seg.reshape(b, nb, block).swapaxes(0, 1)
   qpos = jnp.arange(t) + (s - t)
 
   def step(carry, xs):
     m, total, acc = carry
     kj, vj, sj, j = xs
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, kj,
+    logits = jnp.einsum("BKGTH,BKSH->BKGTS", qg, kj,
                         preferred_element_type=jnp.float32)
     mask = q_seg[:, :, None] == sj[:, None, :]
     if causal:
@@ -91,7 +93,7 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
     corr = jnp.exp(m - m_new)
     total = total * corr + p.sum(-1)
     acc = acc * corr[..., None] + jnp.einsum(
-        "BKGTS,BSKH->BKGTH", p, vj.astype(jnp.float32),
+        "BKGTS,BKSH->BKGTH", p, vj.astype(jnp.float32),
         preferred_element_type=jnp.float32)
     return (m_new, total, acc), None
 

@@ -37,21 +37,51 @@ def score(model, merged: jax.Array, visual_index: jax.Array
   return model.visual.importance_scorer(tokens, valid), valid
 
 
-def select_keep(scores: jax.Array, valid: jax.Array, k: jax.Array,
-                token_valid: jax.Array, size: int) -> jax.Array:
-  """Positions to keep after hard top-k, packed to the left.
+def group_topk_mask(scores: jax.Array, group: jax.Array, k_token: jax.Array
+                    ) -> jax.Array:
+  """Hard top-k within groups, ties broken by the lower position.
+
+  One group per row gives the reference's pooled top-k over all images of a
+  sample; one group per image gives per-image budgets. Static shapes: rank
+  every token inside its group with two stable sorts (by score, then by
+  group), O(T log T).
 
   Args:
-    scores: float32[B, T]; valid: bool[B, T] visual positions.
-    k: int32[B] visual tokens to keep per row.
+    scores: float32[B, T].
+    group: int32[B, T] group id of each visual token, -1 elsewhere.
+    k_token: int32[B, T] the k of each token's group (0 elsewhere).
+
+  Returns:
+    bool[B, T]: selected visual tokens.
+  """
+  t = scores.shape[1]
+
+  def row(s, g, k):
+    by_score = jnp.argsort(-s, stable=True)        # best first, ties: lower
+    order = by_score[jnp.argsort(g[by_score], stable=True)]
+    sorted_g = g[order]
+    first = jnp.searchsorted(sorted_g, sorted_g, side="left")
+    rank = jnp.zeros(t, jnp.int32).at[order].set(
+        (jnp.arange(t) - first).astype(jnp.int32))
+    return (g >= 0) & (rank < k)
+
+  return jax.vmap(row)(scores, group, k_token)
+
+
+def select_keep(selected: jax.Array, visual: jax.Array,
+                token_valid: jax.Array, size: int) -> jax.Array:
+  """Positions to keep, packed to the left.
+
+  Args:
+    selected: bool[B, T] kept visual tokens.
+    visual: bool[B, T] visual positions.
     token_valid: bool[B, T] non-padding positions.
     size: static output length Tc.
 
   Returns:
     int32[B, Tc]: original positions in ascending order, -1 as padding.
   """
-  hard = topk_lib.hard_topk_mask(scores, k, valid) > 0
-  keep = token_valid & (~valid | hard)
+  keep = token_valid & (~visual | selected)
 
   def row(mask):
     return jnp.nonzero(mask, size=size, fill_value=-1)[0].astype(jnp.int32)
@@ -69,3 +99,68 @@ def gather_positions(x: jax.Array, keep_index: jax.Array, axis: int = 1
     return jnp.take_along_axis(x, idx, axis=1)
   return jnp.take_along_axis(x, jnp.broadcast_to(idx[None], x.shape[:1] +
                                                  idx.shape), axis=2)
+
+
+def compressed_forward(model, batch: dict, k_token: jax.Array,
+                       k_row: jax.Array, size: int, per_image: bool):
+  """Inference with selection: drop unselected visual tokens before the LLM.
+
+  Kept tokens keep the M-RoPE ids of the uncompressed prompt.
+
+  Args:
+    model: the ``Qwen25VL`` module.
+    batch: prepared arrays (see ``inputs.prepare_batch``), with vision.
+    k_token: int32[B, T] the k of each visual token's group.
+    k_row: int32[B] total visual tokens kept per row (for the soft mask).
+    size: static compressed length Tc.
+    per_image: group by image instead of pooling the row.
+
+  Returns:
+    logits float32[B, Tc, V], keep_index int32[B, Tc], scores float32[B, T],
+    soft_mask float32[B, T].
+  """
+  merged = model.visual(batch["pixel_values"], batch)
+  x = model.embed(batch["input_ids"], batch["visual_index"], merged)
+  scores, visual = score(model, merged, batch["visual_index"])
+  group = batch["visual_item"] if per_image else jnp.where(visual, 0, -1)
+  selected = group_topk_mask(scores, group, k_token)
+  # The soft mask the scorer is trained towards, for visualisation.
+  soft = topk_lib.soft_topk(scores, k_row, visual)
+  keep = select_keep(selected, visual, batch["segment_ids"] > 0, size)
+  xc = gather_positions(x, keep)
+  pos = gather_positions(batch["position_ids"], keep, axis=2)
+  seg = jnp.where(keep >= 0, gather_positions(batch["segment_ids"], keep), 0)
+  logits = model.head(model.model(xc, pos, seg))
+  return logits, keep, scores, soft
+
+
+def training_forward(model, batch: dict, k_row: jax.Array, *,
+                     remat: bool = True):
+  """Training path: the soft mask scales the visual tokens; none dropped.
+
+  Args:
+    model: the ``Qwen25VL`` module.
+    batch: prepared arrays with vision; ``segment_ids`` may hold several
+      packed samples per row.
+    k_row: int32[B] visual tokens to keep per row (the pooled top-k).
+    remat: rematerialise LLM layers in the backward pass.
+
+  Returns:
+    logits float32[B, T, V], soft float32[B, T], hard float32[B, T],
+    bce float32 scalar (mean over valid visual tokens, logs clamped at -100).
+  """
+  merged = jax.lax.stop_gradient(
+      model.visual(batch["pixel_values"], batch))  # frozen tower
+  scores, visual = score(model, merged, batch["visual_index"])
+  soft = topk_lib.soft_topk(scores, k_row, visual)
+  k_token = jnp.where(visual, k_row[:, None], 0)
+  hard = group_topk_mask(jax.lax.stop_gradient(scores),
+                         jnp.where(visual, 0, -1), k_token).astype(jnp.float32)
+  tokens, _ = visual_tokens_in_sequence(merged, batch["visual_index"])
+  x = model.model.embed_tokens(batch["input_ids"])
+  scaled = (tokens.astype(jnp.float32) * soft[..., None]).astype(x.dtype)
+  x = jnp.where(visual[..., None], scaled, x)
+  hidden = model.model(x, batch["position_ids"], batch["segment_ids"],
+                       remat=remat)
+  bce = topk_lib.selection_bce(soft, hard, visual)
+  return model.head(hidden), soft, hard, bce
