@@ -14,9 +14,10 @@ def _inputs(rng, b=2, t=300, n=4, kh=2, h=16):
   return q, k, v, seg
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_blockwise_equals_dense(causal):
-  q, k, v, seg = _inputs(np.random.default_rng(0))
+@pytest.mark.parametrize("causal,t", [(False, 300), (True, 300), (True, 256)])
+def test_blockwise_equals_dense(causal, t):
+  """t=300: padded last block; t=256 causal: the query-blocked path."""
+  q, k, v, seg = _inputs(np.random.default_rng(0), t=t)
   kw = dict(q_segment_ids=seg, kv_segment_ids=seg, causal=causal)
   dense = attention.dot_product_attention(q, k, v, implementation="reference",
                                           **kw)

@@ -22,6 +22,9 @@ from flax import nnx
 
 from vselect_jax.config import VLMConfig
 from vselect_jax.inputs import prepare_batch
+from vselect_jax.modeling.buckets import bucket
+from vselect_jax.selector import select
+from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.modeling.vlm import Qwen25VL
 from vselect_jax import model_io
 
@@ -100,8 +103,22 @@ def build_model(cfg: VLMConfig, params: dict[tuple, np.ndarray], dtype, *,
 
 @dataclasses.dataclass
 class ForwardOutput:
-  logits: np.ndarray          # float32[B, T, V]
-  rope_deltas: np.ndarray     # int32[B, 1]
+  """Result of ``forward``.
+
+  Without a budget ``logits`` is float32[B, L, V] over the input positions.
+  With a budget the visual tokens not selected are dropped before the LLM:
+  ``logits`` is float32[B, Lc, V] over the kept positions (rows packed to
+  the left, padded to the longest row), ``keep_index`` int32[B, Lc] gives
+  each output position's index in the input (-1 for padding), and
+  ``scores`` / ``soft_mask`` float32[B, L] are the scorer's view at the input
+  positions (0 where not visual). ``rope_deltas`` int32[B, 1] is always the
+  uncompressed prompt's: decoding continues at max position + 1 + step.
+  """
+  logits: np.ndarray
+  rope_deltas: np.ndarray
+  keep_index: np.ndarray | None = None
+  scores: np.ndarray | None = None
+  soft_mask: np.ndarray | None = None
 
 
 class VisionLanguageModel:
@@ -117,6 +134,8 @@ class VisionLanguageModel:
     self.num_compiles = 0
     self._forward_jit = jax.jit(self._forward_impl,
                                 static_argnames=("has_vision",))
+    self._select_jit = jax.jit(self._select_impl,
+                               static_argnames=("size", "per_image"))
 
   @property
   def dtype(self):
@@ -132,26 +151,97 @@ class VisionLanguageModel:
     hidden = model.model(x, batch["position_ids"], batch["segment_ids"])
     return model.head(hidden)
 
+  def _select_impl(self, state, batch, k_token, k_row, size: int,
+                   per_image: bool):
+    self.num_compiles += 1  # trace time only
+    model = nnx.merge(self.graphdef, state)
+    return select.compressed_forward(model, batch, k_token, k_row, size,
+                                     per_image)
+
   def forward(self, input_ids, attention_mask=None, pixel_values=None,
               image_grid_thw=None, pixel_values_videos=None,
-              video_grid_thw=None, second_per_grid_ts=None,
+              video_grid_thw=None, second_per_grid_ts=None, *,
+              budget: float | None = None, per_image: bool = False,
               **unused) -> ForwardOutput:
-    """Full forward pass on HF-processor inputs (numpy, torch or lists).
+    """Forward pass on HF-processor inputs (numpy, torch or lists).
 
     Extra processor keys (``mm_token_type_ids``...) are accepted and ignored.
 
+    Args:
+      budget: fraction of visual tokens to keep, in (0, 1] (one number, or
+        one per row); None runs the base model. Each row keeps k = max(1, floor(N * budget)) of its N
+        visual tokens (0 if it has none), pooled over all its images and
+        frames like the reference, or per image with ``per_image``.
+
     Returns:
-      ``ForwardOutput`` with ``logits`` float32[B, L, V] (padding positions
-      hold unspecified values) and the M-RoPE ``rope_deltas``.
+      ``ForwardOutput`` (see its docstring).
     """
     prep = prepare_batch(
         self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
         pixel_values_videos, video_grid_thw, second_per_grid_ts,
         seq_multiple=self.seq_multiple)
-    logits = self._forward_jit(self.state, prep.arrays,
-                               has_vision=prep.has_vision)
-    return ForwardOutput(np.asarray(logits)[:, :prep.seq_len],
-                         prep.rope_deltas)
+    if budget is None:
+      logits = self._forward_jit(self.state, prep.arrays,
+                                 has_vision=prep.has_vision)
+      return ForwardOutput(np.asarray(logits)[:, :prep.seq_len],
+                           prep.rope_deltas)
+    k_token, k_row = selection_budgets(prep, budget, per_image)
+    if not prep.has_vision:  # text only: nothing to select
+      out = self.forward(input_ids, attention_mask)
+      seg = prep.arrays["segment_ids"][:, :prep.seq_len]
+      keep = np.where(seg > 0, np.arange(prep.seq_len)[None], -1)
+      keep = np.stack([np.concatenate([r[r >= 0], r[r < 0]]) for r in keep])
+      logits = np.take_along_axis(out.logits, np.maximum(keep, 0)[..., None],
+                                  axis=1)
+      zeros = np.zeros(seg.shape, np.float32)
+      return ForwardOutput(logits, prep.rope_deltas, keep.astype(np.int32),
+                           zeros, zeros)
+    seg = prep.arrays["segment_ids"]
+    lengths = seg.sum(1) - prep.num_visual + k_row
+    size = bucket(int(lengths.max()), self.seq_multiple)
+    logits, keep, scores, soft = self._select_jit(
+        self.state, prep.arrays, k_token, k_row, size=size,
+        per_image=per_image)
+    n = int(lengths.max())
+    visual = prep.arrays["visual_index"][:, :prep.seq_len] >= 0
+    return ForwardOutput(
+        np.asarray(logits)[:, :n], prep.rope_deltas, np.asarray(keep)[:, :n],
+        np.where(visual, np.asarray(scores)[:, :prep.seq_len], 0.0),
+        np.where(visual, np.asarray(soft)[:, :prep.seq_len], 0.0))
+
+
+def selection_budgets(prep, budget, per_image: bool
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Host-side k per visual token (of its group) and per row.
+
+  Args:
+    budget: one fraction for the batch, or one per row.
+
+  Returns:
+    k_token int32[B, T] and k_row int32[B].
+  """
+  item = prep.arrays["visual_item"]
+  rows = item.shape[0]
+  budgets = np.atleast_1d(np.asarray(budget, dtype=object))
+  if budgets.shape[0] == 1:
+    budgets = np.repeat(budgets, rows)
+  if budgets.ndim != 1 or budgets.shape[0] != rows:
+    raise ValueError(f"budget must be a number or one per row ({rows}), got "
+                     f"{budget!r}")
+  visual = item >= 0
+  k_token = np.zeros(item.shape, np.int32)
+  k_row = np.zeros(rows, np.int32)
+  for b in range(rows):
+    budget_to_k(0, budgets[b])  # validates even rows without images
+    if per_image:
+      for it in np.unique(item[b][visual[b]]):
+        sel = item[b] == it
+        k_token[b, sel] = budget_to_k(int(sel.sum()), budgets[b])
+        k_row[b] += k_token[b, sel][0]
+    else:
+      k_row[b] = budget_to_k(int(visual[b].sum()), budgets[b])
+      k_token[b, visual[b]] = k_row[b]
+  return k_token, k_row
 
 
 def from_pretrained(path: str, dtype="float32", *, progress: bool = False

@@ -1,0 +1,109 @@
+"""Scorer export to PyTorch layout, import back, and merge into an HF
+checkpoint that PyTorch loads."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vselect_jax
+from conversion import convert_hf, export_scorer
+from tests import hf_tiny
+
+D = 64  # text width of the tied_w56 tiny config
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  root = tmp_path_factory.mktemp("exp")
+  hf_tiny.make_model("tied_w56", seed=5).save_pretrained(root / "hf")
+  convert_hf.main(["--src", str(root / "hf"), "--dst", str(root / "jax"),
+                   "--dtype", "float32", "--no-progress"])
+  return root
+
+
+def test_export_import_export_is_byte_identical(converted, tmp_path):
+  a = tmp_path / "a.safetensors"
+  assert export_scorer.main(["--src", str(converted / "jax"), "--dst",
+                             str(a), "--dtype", "float32"]) == 0
+  t = load_file(a)
+  assert sorted(t) == [f"visual.importance_scorer.{p}.{w}"
+                       for p in ("k_proj", "q_proj") for w in ("bias",
+                                                                "weight")]
+  assert t["visual.importance_scorer.q_proj.weight"].shape == (D // 2, D)
+  # Import: merge into the HF dir, convert, export again.
+  export_scorer.main(["--src", str(converted / "jax"), "--merge-into",
+                      str(converted / "hf"), "--dst", str(tmp_path / "m"),
+                      "--dtype", "float32"])
+  convert_hf.main(["--src", str(tmp_path / "m"), "--dst", str(tmp_path / "j"),
+                   "--dtype", "float32", "--no-progress"])
+  b = tmp_path / "b.safetensors"
+  export_scorer.main(["--src", str(tmp_path / "j"), "--dst", str(b),
+                      "--dtype", "float32"])
+  assert a.read_bytes() == b.read_bytes()
+
+
+def test_default_dtype_is_bfloat16(converted, tmp_path):
+  export_scorer.main(["--src", str(converted / "jax"), "--dst",
+                      str(tmp_path / "s.safetensors")])
+  t = load_file(tmp_path / "s.safetensors")
+  assert all(v.dtype == torch.bfloat16 for v in t.values())
+
+
+def test_torch_linears_give_the_same_scores(converted, tmp_path):
+  model = vselect_jax.from_pretrained(str(converted / "jax"))
+  path = tmp_path / "s.safetensors"
+  export_scorer.main(["--src", str(converted / "jax"), "--dst", str(path),
+                      "--dtype", "float32"])
+  t = load_file(path)
+  q, k = torch.nn.Linear(D, D // 2), torch.nn.Linear(D, D // 2)
+  for name, lin in (("q_proj", q), ("k_proj", k)):
+    lin.weight.data = t[f"visual.importance_scorer.{name}.weight"]
+    lin.bias.data = t[f"visual.importance_scorer.{name}.bias"]
+  h = np.random.default_rng(0).standard_normal((1, 37, D)).astype(np.float32)
+  with torch.no_grad():
+    hq, hk = q(torch.tensor(h)), k(torch.tensor(h))
+    # The reference formula: mean over keys of q k^T / sqrt(d).
+    ref = (hq @ hk.transpose(1, 2) / np.sqrt(D // 2)).mean(-1).numpy()
+  ours = np.asarray(model.module.visual.importance_scorer(
+      h, np.ones((1, 37), bool)))
+  np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_merged_checkpoint_loads_in_pytorch(converted, tmp_path):
+  dst = tmp_path / "merged"
+  export_scorer.main(["--src", str(converted / "jax"), "--merge-into",
+                      str(converted / "hf"), "--dst", str(dst)])
+  from transformers import Qwen2_5_VLForConditionalGeneration
+  # Plain transformers: the backbone loads completely.
+  _, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+      dst, output_loading_info=True)
+  assert not info["missing_keys"]
+
+  # The VisionSelector model class: the visual tower owns an
+  # `importance_scorer` with q_proj / k_proj (as the original code does).
+  class Scorer(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.q_proj = torch.nn.Linear(D, D // 2)
+      self.k_proj = torch.nn.Linear(D, D // 2)
+
+  class Selector(Qwen2_5_VLForConditionalGeneration):
+    def __init__(self, config):
+      super().__init__(config)
+      self.model.visual.importance_scorer = Scorer()
+
+  model, info = Selector.from_pretrained(dst, output_loading_info=True)
+  assert not info["missing_keys"], info["missing_keys"]
+  assert not [k for k in info["unexpected_keys"] if "importance" in k]
+  exported = load_file(os.path.join(dst, export_scorer.SCORER_FILE))
+  torch.testing.assert_close(
+      model.model.visual.importance_scorer.q_proj.weight.detach(),
+      exported["visual.importance_scorer.q_proj.weight"].float())
+
+
+def test_export_errors(tmp_path, capsys):
+  assert export_scorer.main(["--src", str(tmp_path / "nope"), "--dst",
+                             str(tmp_path / "x.safetensors")]) == 1
+  assert "no Orbax checkpoint" in capsys.readouterr().err
