@@ -32,6 +32,7 @@ from conversion.safetensors_io import iter_tensors, save_file
 
 PREFIX = "visual.importance_scorer."
 SCORER_FILE = "model-visionselector-scorer.safetensors"
+BASE_SHARD = "model-base.safetensors"
 _DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16),
            "float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 
@@ -93,10 +94,11 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16") -> None:
     with open(index_path) as f:
       index = json.load(f)
   elif os.path.exists(os.path.join(base, "model.safetensors")):
+    # A single-file base becomes a shard: loaders prefer model.safetensors
+    # over the index when both exist, which would hide the scorer shard.
     names = [n for n, _, _ in iter_tensors(
         os.path.join(base, "model.safetensors"))]
-    index = {"metadata": {}, "weight_map": {n: "model.safetensors"
-                                            for n in names}}
+    index = {"metadata": {}, "weight_map": {n: BASE_SHARD for n in names}}
   else:
     raise FileNotFoundError(f"{base}: not an HF safetensors checkpoint")
   clash = [k for k in index["weight_map"] if k.startswith(PREFIX) or
@@ -109,10 +111,11 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16") -> None:
     for name in os.listdir(base):
       s = os.path.join(base, name)
       if os.path.isfile(s) and name != "model.safetensors.index.json":
+        target = BASE_SHARD if name == "model.safetensors" else name
         try:
-          os.link(s, os.path.join(stage, name))  # no copy of large shards
+          os.link(s, os.path.join(stage, target))  # no copy of large shards
         except OSError:
-          shutil.copy2(s, os.path.join(stage, name))
+          shutil.copy2(s, os.path.join(stage, target))
     save_file(tensors, os.path.join(stage, SCORER_FILE))
     for k in tensors:
       index["weight_map"][k] = SCORER_FILE

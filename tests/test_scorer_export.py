@@ -10,15 +10,24 @@ from safetensors.torch import load_file
 import vselect_jax
 from conversion import convert_hf, export_scorer
 from tests import hf_tiny
+from tests.test_conversion import _write_variant
 
 D = 64  # text width of the tied_w56 tiny config
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
+  """``hf``: a base checkpoint; ``jax``: the converted checkpoint of that
+  base plus a random scorer (as a released VisionSelector checkpoint)."""
   root = tmp_path_factory.mktemp("exp")
   hf_tiny.make_model("tied_w56", seed=5).save_pretrained(root / "hf")
-  convert_hf.main(["--src", str(root / "hf"), "--dst", str(root / "jax"),
+  g = torch.Generator().manual_seed(0)
+  scorer = {f"visual.importance_scorer.{p}.{w}":
+            torch.randn(*((D // 2, D) if w == "weight" else (D // 2,)),
+                        generator=g)
+            for p in ("q_proj", "k_proj") for w in ("weight", "bias")}
+  _write_variant(root / "hf", root / "hf_vs", add=scorer)
+  convert_hf.main(["--src", str(root / "hf_vs"), "--dst", str(root / "jax"),
                    "--dtype", "float32", "--no-progress"])
   return root
 
@@ -94,6 +103,14 @@ def test_merged_checkpoint_loads_in_pytorch(converted, tmp_path):
       super().__init__(config)
       self.model.visual.importance_scorer = Scorer()
 
+  # The original code pins transformers 4.50, whose module names are the hub
+  # names. Under 5.x a user-defined subclass is "custom code" and must opt in
+  # to the hub-name renaming the base class gets.
+  from transformers import conversion_mapping as cm
+  if cm.get_checkpoint_conversion_mapping("Selector") is None:
+    cm.register_checkpoint_conversion_mapping(
+        "Selector", cm.get_checkpoint_conversion_mapping(
+            "Qwen2_5_VLForConditionalGeneration"))
   model, info = Selector.from_pretrained(dst, output_loading_info=True)
   assert not info["missing_keys"], info["missing_keys"]
   assert not [k for k in info["unexpected_keys"] if "importance" in k]

@@ -45,7 +45,7 @@ def _hf_on_kept(hf, inputs, keep, position_ids):
     emb[ids == IMAGE] = feats
     keep_t = torch.tensor(keep)
     kept = emb[0, keep_t[0]][None]
-    pos = torch.tensor(position_ids)[:, :, keep[0]]
+    pos = torch.tensor(np.array(position_ids[:, :, keep[0]]))
     return hf(inputs_embeds=kept, position_ids=pos).logits.numpy()
 
 
@@ -140,9 +140,9 @@ def test_bad_budgets_are_refused(pair, budget):
 
 
 def test_budget_sweep_compiles_once_per_bucket(pair):
-  _, jx = pair
+  _, shared = pair
+  jx = vselect_jax.VisionLanguageModel(shared.config, shared.module)  # fresh
   inputs = _two_image_prompt(np.random.default_rng(6))
-  before = jx.num_compiles
   sizes = set()
   for budget in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05):
     out = jx.forward(**inputs, budget=budget)
@@ -150,4 +150,4 @@ def test_budget_sweep_compiles_once_per_bucket(pair):
   # Every compressed length here falls in the 64-token bucket: one program
   # serves every budget (k is a traced value, not a shape).
   assert sizes == {1}
-  assert jx.num_compiles - before == 1
+  assert jx.num_compiles == 1

@@ -26,7 +26,7 @@ from vselect_jax.modeling.buckets import bucket
 from vselect_jax.selector import select
 from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.modeling.vlm import Qwen25VL
-from vselect_jax import model_io
+from vselect_jax import generation, model_io
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
            "float16": jnp.float16}
@@ -136,6 +136,9 @@ class VisionLanguageModel:
                                 static_argnames=("has_vision",))
     self._select_jit = jax.jit(self._select_impl,
                                static_argnames=("size", "per_image"))
+    self._generate_jit = jax.jit(
+        self._generate_impl,
+        static_argnames=("max_new_tokens", "has_vision", "size", "per_image"))
 
   @property
   def dtype(self):
@@ -208,6 +211,57 @@ class VisionLanguageModel:
         np.asarray(logits)[:, :n], prep.rope_deltas, np.asarray(keep)[:, :n],
         np.where(visual, np.asarray(scores)[:, :prep.seq_len], 0.0),
         np.where(visual, np.asarray(soft)[:, :prep.seq_len], 0.0))
+
+
+  def _generate_impl(self, state, batch, next_position, eos, pad, k_token,
+                     k_row, *, max_new_tokens, has_vision, size, per_image):
+    self.num_compiles += 1  # trace time only
+    model = nnx.merge(self.graphdef, state)
+    selection = None if size is None else (k_token, k_row, size, per_image)
+    return generation.greedy_generate(
+        model, batch, next_position, eos, pad, max_new_tokens=max_new_tokens,
+        has_vision=has_vision, selection=selection)
+
+  def generate(self, input_ids, attention_mask=None, pixel_values=None,
+               image_grid_thw=None, pixel_values_videos=None,
+               video_grid_thw=None, second_per_grid_ts=None, *,
+               budget=None, per_image: bool = False,
+               max_new_tokens: int = 16, eos_token_id: int | None = None,
+               pad_token_id: int = 0, **unused) -> np.ndarray:
+    """Greedy decoding with a KV cache (see ``generation.py``).
+
+    Prompts in a batch may be left- or right-padded. With ``budget`` the
+    unselected visual tokens are dropped before the LLM; decode positions
+    still continue from the uncompressed prompt.
+
+    Returns:
+      int32[B, n] new tokens, n <= max_new_tokens (the step at which every
+      row has produced ``eos_token_id``); rows that finished earlier are
+      padded with ``pad_token_id``.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be a positive int, got "
+                       f"{max_new_tokens!r}")
+    prep = prepare_batch(
+        self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
+        pixel_values_videos, video_grid_thw, second_per_grid_ts,
+        seq_multiple=self.seq_multiple)
+    n_valid = prep.arrays["segment_ids"].sum(1)
+    next_position = (prep.rope_deltas[:, 0] + n_valid).astype(np.int32)
+    size = None
+    k_token = k_row = None
+    if budget is not None:
+      k_token, k_row = selection_budgets(prep, budget, per_image)
+      if prep.has_vision:
+        lengths = n_valid - prep.num_visual + k_row
+        size = bucket(int(lengths.max()), self.seq_multiple)
+    eos = -1 if eos_token_id is None else int(eos_token_id)
+    tokens, steps = self._generate_jit(
+        self.state, prep.arrays, next_position, np.int32(eos),
+        np.int32(pad_token_id), k_token, k_row,
+        max_new_tokens=max_new_tokens, has_vision=prep.has_vision,
+        size=size, per_image=per_image)
+    return np.asarray(tokens)[:, :int(steps)]
 
 
 def selection_budgets(prep, budget, per_image: bool

@@ -214,6 +214,28 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   raise ValueError(f"unknown attention implementation {implementation!r}")
 
 
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                     q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                     index: jax.Array, scale: float | None = None
+                     ) -> jax.Array:
+  """Queries at cache slots index..index+T-1 over a KV cache, causally.
+
+  Args:
+    q: float[B, T, N, H]; k, v: float[B, C, K, H] (the cache, already holding
+      the new tokens); q_segment_ids int32[B, T]; kv_segment_ids int32[B, C]
+      (0 for unwritten or padding slots); index: int32 scalar.
+
+  Returns:
+    float[B, T, N, H].
+  """
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  t, c = q.shape[1], k.shape[1]
+  qpos = index + jnp.arange(t)
+  mask = ((q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) &
+          (jnp.arange(c)[None, None, :] <= qpos[None, :, None]))
+  return _reference(q, k, v, mask, scale)
+
+
 def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                           segment_ids: jax.Array, block: int,
                           scale: float | None = None) -> jax.Array:

@@ -11,7 +11,8 @@ from flax import nnx
 
 from vselect_jax.config import TextConfig
 from vselect_jax.modeling import rope
-from vselect_jax.modeling.attention import dot_product_attention
+from vselect_jax.modeling.attention import (cached_attention,
+                                            dot_product_attention)
 from vselect_jax.modeling.layers import Embed, Linear, RMSNorm, SwiGLU
 
 
@@ -33,16 +34,34 @@ class Attention(nnx.Module):
                          axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
-               segment_ids: jax.Array) -> jax.Array:
+               segment_ids: jax.Array, cache: dict | None = None
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Self-attention; with ``cache`` the new keys/values are written at
+    ``cache["index"]`` and the queries attend the whole cache.
+
+    Returns:
+      (output float[B, T, D], (k, v)): the new tokens' keys and values
+      [B, T, K, H] without a cache, the updated cache arrays
+      [B, C, K, H] with one.
+    """
     b, t, _ = x.shape
     q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
     k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     q = rope.apply_rope(q, cos, sin)
     k = rope.apply_rope(k, cos, sin)
-    out = dot_product_attention(q, k, v, q_segment_ids=segment_ids,
-                                kv_segment_ids=segment_ids, causal=True)
-    return self.o_proj(out.reshape(b, t, -1))
+    if cache is None:
+      out = dot_product_attention(q, k, v, q_segment_ids=segment_ids,
+                                  kv_segment_ids=segment_ids, causal=True)
+    else:
+      idx = cache["index"]
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype),
+                                       (0, idx, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype),
+                                       (0, idx, 0, 0))
+      out = cached_attention(q, k, v, q_segment_ids=segment_ids,
+                             kv_segment_ids=cache["segment_ids"], index=idx)
+    return self.o_proj(out.reshape(b, t, -1)), (k, v)
 
 
 class DecoderLayer(nnx.Module):
@@ -57,9 +76,12 @@ class DecoderLayer(nnx.Module):
                       embed_axis="embed", mlp_axis="mlp", dtype=dtype,
                       rngs=rngs)
 
-  def __call__(self, x, cos, sin, segment_ids):
-    x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids)
-    return x + self.mlp(self.post_attention_layernorm(x))
+  def __call__(self, x, cos, sin, segment_ids, cache=None):
+    """Returns (hidden, kv) with kv as ``Attention`` returns it."""
+    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, segment_ids,
+                           cache)
+    x = x + h
+    return x + self.mlp(self.post_attention_layernorm(x)), kv
 
 
 class TextModel(nnx.Module):
@@ -88,12 +110,38 @@ class TextModel(nnx.Module):
     Returns:
       float[B, T, D] final hidden states (after the norm).
     """
+    return self.run(x, position_ids, segment_ids, remat=remat)[0]
+
+  def run(self, x: jax.Array, position_ids: jax.Array, segment_ids: jax.Array,
+          *, remat: bool = False, cache: dict | None = None
+          ) -> tuple[jax.Array, dict]:
+    """The decoder, also returning keys/values for a KV cache.
+
+    Args:
+      x, position_ids, segment_ids: as ``__call__``.
+      remat: rematerialise layers in the backward pass.
+      cache: None (prefill: every layer's new k/v are returned), or a cache
+        ``{"k", "v": float[L, B, C, K, H], "segment_ids": int32[B, C],
+        "index": int32[]}`` whose ``segment_ids`` already include the new
+        tokens; the new tokens are written at ``index``.
+
+    Returns:
+      (hidden float[B, T, D] after the final norm, {"k", "v"} stacked over
+      layers: [L, B, T, K, H] for a prefill, [L, B, C, K, H] with a cache).
+    """
     cfg = self.config
     cos, sin = rope.mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta,
                                   cfg.mrope_section, x.dtype)
-    for layer in self.layers:
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else {
+          "k": cache["k"][i], "v": cache["v"][i],
+          "segment_ids": cache["segment_ids"], "index": cache["index"]}
       if remat:
-        x = nnx.remat(lambda l, *a: l(*a))(layer, x, cos, sin, segment_ids)
+        x, (k, v) = nnx.remat(lambda l, *a: l(*a))(layer, x, cos, sin,
+                                                    segment_ids, layer_cache)
       else:
-        x = layer(x, cos, sin, segment_ids)
-    return self.norm(x)
+        x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache)
+      ks.append(k)
+      vs.append(v)
+    return self.norm(x), {"k": jnp.stack(ks), "v": jnp.stack(vs)}

@@ -101,9 +101,9 @@ def gather_positions(x: jax.Array, keep_index: jax.Array, axis: int = 1
                                                  idx.shape), axis=2)
 
 
-def compressed_forward(model, batch: dict, k_token: jax.Array,
-                       k_row: jax.Array, size: int, per_image: bool):
-  """Inference with selection: drop unselected visual tokens before the LLM.
+def compressed_inputs(model, batch: dict, k_token: jax.Array,
+                      k_row: jax.Array, size: int, per_image: bool):
+  """Runs the vision tower and the scorer, and drops unselected tokens.
 
   Kept tokens keep the M-RoPE ids of the uncompressed prompt.
 
@@ -116,8 +116,9 @@ def compressed_forward(model, batch: dict, k_token: jax.Array,
     per_image: group by image instead of pooling the row.
 
   Returns:
-    logits float32[B, Tc, V], keep_index int32[B, Tc], scores float32[B, T],
-    soft_mask float32[B, T].
+    A dict: ``embeds`` float[B, Tc, D], ``position_ids`` int32[3, B, Tc],
+    ``segment_ids`` int32[B, Tc], ``keep_index`` int32[B, Tc] (rows packed
+    left, -1 padding), ``scores`` and ``soft_mask`` float32[B, T].
   """
   merged = model.visual(batch["pixel_values"], batch)
   x = model.embed(batch["input_ids"], batch["visual_index"], merged)
@@ -127,11 +128,26 @@ def compressed_forward(model, batch: dict, k_token: jax.Array,
   # The soft mask the scorer is trained towards, for visualisation.
   soft = topk_lib.soft_topk(scores, k_row, visual)
   keep = select_keep(selected, visual, batch["segment_ids"] > 0, size)
-  xc = gather_positions(x, keep)
-  pos = gather_positions(batch["position_ids"], keep, axis=2)
-  seg = jnp.where(keep >= 0, gather_positions(batch["segment_ids"], keep), 0)
-  logits = model.head(model.model(xc, pos, seg))
-  return logits, keep, scores, soft
+  return {
+      "embeds": gather_positions(x, keep),
+      "position_ids": gather_positions(batch["position_ids"], keep, axis=2),
+      "segment_ids": jnp.where(
+          keep >= 0, gather_positions(batch["segment_ids"], keep), 0),
+      "keep_index": keep, "scores": scores, "soft_mask": soft}
+
+
+def compressed_forward(model, batch: dict, k_token: jax.Array,
+                       k_row: jax.Array, size: int, per_image: bool):
+  """Inference with selection: drop unselected visual tokens before the LLM.
+
+  Returns:
+    logits float32[B, Tc, V], keep_index int32[B, Tc], scores float32[B, T],
+    soft_mask float32[B, T].
+  """
+  c = compressed_inputs(model, batch, k_token, k_row, size, per_image)
+  logits = model.head(model.model(c["embeds"], c["position_ids"],
+                                  c["segment_ids"]))
+  return logits, c["keep_index"], c["scores"], c["soft_mask"]
 
 
 def training_forward(model, batch: dict, k_row: jax.Array, *,
