@@ -101,7 +101,7 @@ def _hf_step_by_step(hf, inputs, keep, steps):
         torch.tensor(inputs["pixel_values"]),
         torch.tensor(inputs["image_grid_thw"])).pooler_output)
     emb[ids == IMAGE] = feats
-    out = hf(inputs_embeds=emb[:, keep], use_cache=True,
+    out = hf(inputs_embeds=emb[:, torch.tensor(keep)], use_cache=True,
              position_ids=torch.tensor(np.array(pos[:, :, keep]),
                                           dtype=torch.long))
     cache, tok = out.past_key_values, out.logits[:, -1].argmax(-1)
