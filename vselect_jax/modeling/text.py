@@ -138,8 +138,12 @@ class TextModel(nnx.Module):
           "k": cache["k"][i], "v": cache["v"][i],
           "segment_ids": cache["segment_ids"], "index": cache["index"]}
       if remat:
-        x, (k, v) = nnx.remat(lambda l, *a: l(*a))(layer, x, cos, sin,
-                                                    segment_ids, layer_cache)
+        # Pure-function checkpoint over the layer's state: the backward pass
+        # recomputes the layer instead of storing its activations.
+        gd, st = nnx.split(layer)
+        x, (k, v) = jax.checkpoint(
+            lambda st, *a, gd=gd: nnx.merge(gd, st)(*a))(
+                st, x, cos, sin, segment_ids, layer_cache)
       else:
         x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache)
       ks.append(k)

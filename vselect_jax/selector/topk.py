@@ -107,8 +107,15 @@ def selection_bce(soft: jax.Array, hard: jax.Array, valid: jax.Array
   """
   p = soft.astype(jnp.float32)
   y = hard.astype(jnp.float32)
-  log_p = jnp.maximum(jnp.log(p), -100.0)
-  log_q = jnp.maximum(jnp.log1p(-p), -100.0)
+
+  def clamped_log(x):
+    # log(0) would give -inf and a 0 * inf = NaN gradient even where the
+    # clamp or the mask discards it; the inner where keeps both finite.
+    safe = jnp.where(x > 0, x, 1.0)
+    return jnp.maximum(jnp.where(x > 0, jnp.log(safe), -100.0), -100.0)
+
+  log_p = clamped_log(p)
+  log_q = clamped_log(1.0 - p)
   loss = -(y * log_p + (1.0 - y) * log_q)
   n = valid.sum()
   return jnp.where(n > 0, jnp.sum(jnp.where(valid, loss, 0.0)) /
