@@ -19,15 +19,31 @@ def visual_tokens_in_sequence(merged: jax.Array, visual_index: jax.Array
   """Gathers merged tokens to their sequence positions.
 
   Args:
-    merged: float[M, E] merged visual tokens (raster order).
-    visual_index: int32[B, T].
+    merged: float[M, E] merged visual tokens of the whole batch (raster
+      order), or float[B, M, E] per row (training batches).
+    visual_index: int32[B, T] into the batch's (or the row's) tokens.
 
   Returns:
     tokens float[B, T, E] (zeros at text positions), valid bool[B, T].
   """
   valid = visual_index >= 0
-  tokens = jnp.take(merged, jnp.maximum(visual_index, 0), axis=0)
+  idx = jnp.maximum(visual_index, 0)
+  if merged.ndim == 3:
+    tokens = jnp.take_along_axis(merged, idx[..., None], axis=1)
+  else:
+    tokens = jnp.take(merged, idx, axis=0)
   return jnp.where(valid[..., None], tokens, 0), valid
+
+
+def encode_images(model, batch: dict) -> jax.Array:
+  """The vision tower on a batch: float[M, E] for one batch-wide layout, or
+  float[B, M, E] under ``vmap`` for per-row layouts (training batches)."""
+  if batch["pixel_values"].ndim == 3:
+    keys = ("patch_index", "window_seg", "frame_seg", "rot_pos",
+            "merged_index", "merged_valid")
+    return jax.vmap(lambda pv, lay: model.visual(pv, lay))(
+        batch["pixel_values"], {k: batch[k] for k in keys})
+  return model.visual(batch["pixel_values"], batch)
 
 
 def score(model, merged: jax.Array, visual_index: jax.Array
@@ -165,8 +181,7 @@ def training_forward(model, batch: dict, k_row: jax.Array, *,
     logits float32[B, T, V], soft float32[B, T], hard float32[B, T],
     bce float32 scalar (mean over valid visual tokens, logs clamped at -100).
   """
-  merged = jax.lax.stop_gradient(
-      model.visual(batch["pixel_values"], batch))  # frozen tower
+  merged = jax.lax.stop_gradient(encode_images(model, batch))  # frozen
   scores, visual = score(model, merged, batch["visual_index"])
   soft = topk_lib.soft_topk(scores, k_row, visual)
   k_token = jnp.where(visual, k_row[:, None], 0)
