@@ -1,0 +1,214 @@
+"""The training loop behind ``train.py``.
+
+Single- and multi-host: each process feeds its share of the global batch;
+arrays are assembled with ``jax.make_array_from_process_local_data`` and the
+jitted step runs with explicit in/out shardings and donated state. The loop
+resumes from ``<workdir>/checkpoints`` by itself; SIGTERM (TPU preemption)
+saves a checkpoint and exits cleanly. Only process 0 writes metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from vselect_jax import sharding as shard_lib
+from vselect_jax.selector.budget import budget_to_k
+from vselect_jax.training import batch as batch_lib
+from vselect_jax.training import optim
+from vselect_jax.training import step as step_lib
+from vselect_jax.training.checkpointing import Checkpointer
+
+log = logging.getLogger("vselect_jax.train")
+
+
+class _Preempted:
+  """Flags SIGTERM so the loop can checkpoint and exit between steps."""
+
+  def __init__(self):
+    self.flag = False
+    self._old = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, *_):
+    self.flag = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._old)
+
+
+def rows_k(batch: dict, budget: float) -> np.ndarray:
+  """k per packed row: the pooled top-k over all its visual tokens."""
+  n = (np.asarray(batch["visual_index"]) >= 0).sum(1)
+  return np.array([budget_to_k(int(v), budget) for v in n], np.int32)
+
+
+def state_shardings(state: step_lib.TrainState, mesh) -> step_lib.TrainState:
+  replicated = NamedSharding(mesh, P())
+  return step_lib.TrainState(
+      shard_lib.state_shardings(state.trainable, mesh),
+      shard_lib.state_shardings(state.frozen, mesh),
+      jax.tree.map(lambda _: replicated, state.opt_state),
+      replicated, replicated)
+
+
+class _Metrics:
+  """JSONL + TensorBoard (if tensorboardX is installed) on process 0."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.jsonl = None
+    self.tb = None
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:
+      log.warning("tensorboardX not installed: metrics go to metrics.jsonl")
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self.jsonl.flush()
+    if self.tb is not None:
+      for k, v in metrics.items():
+        self.tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    if self.jsonl:
+      self.jsonl.close()
+    if self.tb:
+      self.tb.close()
+
+
+def train(config, workdir: str,
+          make_iterator: Callable[..., Iterator[dict]] | None = None,
+          *, model=None, progress: bool = True) -> dict:
+  """Trains the scorer; returns the last metrics.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` (see ``configs/``).
+    workdir: checkpoints, metrics and the exported scorer go here.
+    make_iterator: ``(config, process_index, process_count) -> iterator`` of
+      host-local packed batches with ``get_state`` / ``set_state``; defaults
+      to the grain pipeline of ``vselect_jax.data``.
+    model: an already loaded ``VisionLanguageModel`` (tests); else
+      ``config.model_path`` is loaded.
+  """
+  import vselect_jax
+  os.makedirs(workdir, exist_ok=True)
+  if model is None:
+    model = vselect_jax.from_pretrained(config.model_path,
+                                        dtype=config.get("param_dtype",
+                                                         "float32"))
+  cfg = model.config
+  mesh = shard_lib.make_mesh(dict(config.mesh))
+  total = int(config.total_steps)
+  accum = int(config.optim.get("grad_accum", 1))
+  tx = optim.make_optimizer(
+      config.optim.lr, total, warmup_ratio=config.optim.warmup_ratio,
+      weight_decay=config.optim.weight_decay,
+      clip_norm=config.optim.clip_norm, grad_accum=accum)
+  reg = optim.reg_weight_schedule(config.reg.start, config.reg.end, total,
+                                  config.reg.get("shape", "linear"))
+  graphdef, state = step_lib.init_state(model.module, tx)
+  sh = state_shardings(state, mesh)
+  state = jax.device_put(state, sh)
+  compute = config.get("compute_dtype", None)
+  step_fn = step_lib.make_train_step(
+      graphdef, tx, reg, grad_accum=accum, remat=config.get("remat", True),
+      compute_dtype=jnp.dtype(compute) if compute else None)
+  jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
+                   out_shardings=(sh, None), donate_argnums=0)
+
+  pi, pc = jax.process_index(), jax.process_count()
+  if make_iterator is None:
+    from vselect_jax.data import make_train_iterator_from_config
+    make_iterator = make_train_iterator_from_config
+  data = make_iterator(config, pi, pc)
+  ckpt = Checkpointer(workdir, keep=config.get("keep_checkpoints", 2),
+                      async_save=config.get("async_checkpointing", True))
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state = ckpt.restore(latest, state)
+    if data_state is not None and hasattr(data, "set_state"):
+      data.set_state(data_state)
+    log.info("resumed from step %d", latest)
+
+  def global_array(x, batch_axis=0):
+    s = shard_lib.batch_sharding(mesh, x.ndim, batch_axis)
+    return jax.make_array_from_process_local_data(s, np.asarray(x))
+
+  metrics_out = _Metrics(workdir)
+  preempted = _Preempted()
+  bar = None
+  if progress and pi == 0:
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=int(state.step), desc="train")
+  last = {}
+  t_last = time.perf_counter()
+  every = int(config.get("log_every", 1))
+  try:
+    while int(state.step) < total:
+      raw = next(data)
+      host = batch_lib.prepare_train_batch(cfg, raw)
+      k_row = rows_k(host, config.budget)
+      dev = {k: global_array(v, 1 if k == "position_ids" else 0)
+             for k, v in host.items()}
+      state, metrics = jitted(state, dev, global_array(k_row))
+      step = int(state.step)
+      if int(state.micro_step) % accum == 0:
+        dt = time.perf_counter() - t_last
+        t_last = time.perf_counter()
+        last = {k: float(v) for k, v in metrics.items()}
+        tokens = float(np.asarray(raw["segment_ids"] > 0).sum()) * pc * accum
+        last.update(step_time_s=dt, tokens_per_s=tokens / max(dt, 1e-9),
+                    lr=float(optim.learning_rate_schedule(
+                        config.optim.lr, total,
+                        config.optim.warmup_ratio)(step - 1)))
+        if not np.isfinite(last["loss"]):
+          raise FloatingPointError(f"non-finite loss at step {step}: {last}")
+        if step % every == 0 or step == total:
+          metrics_out.write(step, last)
+        if bar is not None:
+          bar.update(1)
+          bar.set_postfix(loss=f"{last['loss']:.4f}",
+                          step_s=f"{dt:.2f}",
+                          tok_s=f"{last['tokens_per_s']:.0f}")
+        if step % int(config.checkpoint_every) == 0 or step == total:
+          ckpt.save(step, state, _data_state(data))
+      if preempted.flag:
+        log.warning("SIGTERM: checkpointing at step %d and exiting", step)
+        if ckpt.latest_step() != int(state.step):
+          ckpt.save(int(state.step), state, _data_state(data), force=True)
+        break
+  finally:
+    preempted.restore()
+    ckpt.close()
+    metrics_out.close()
+    if bar is not None:
+      bar.close()
+  if int(state.step) >= total and pi == 0:
+    from conversion.export_scorer import export
+    export(ckpt.directory + f"/{ckpt.latest_step()}/state",
+           os.path.join(workdir, "scorer.safetensors"),
+           config.get("export_dtype", "bfloat16"))
+  return {"state": state, "metrics": last, "preempted": preempted.flag}
+
+
+def _data_state(data):
+  if hasattr(data, "get_state"):
+    s = data.get_state()
+    return s if isinstance(s, dict) else {"state": s}
+  return None
