@@ -66,22 +66,33 @@ def load_scorer(src: str) -> dict[str, np.ndarray]:
   if tree is None:
     raise FileNotFoundError(
         f"{src}: no Orbax checkpoint found ({'; '.join(errors) or 'no dir'})")
+  return scorer_tensors(tree, src)
+
+
+def scorer_tensors(tree: dict, where: str = "the tree"
+                   ) -> dict[str, np.ndarray]:
+  """HF-named torch-layout float32 arrays from any nested parameter dict
+  holding an ``importance_scorer`` subtree (kernel [in, out], bias)."""
   scorer = _find_scorer(tree)
   if scorer is None:
-    raise KeyError(f"{src}: the checkpoint holds no importance_scorer")
+    raise KeyError(f"{where}: the checkpoint holds no importance_scorer")
   out = {}
   for proj in ("k_proj", "q_proj"):
     if proj not in scorer or not {"kernel", "bias"} <= set(scorer[proj]):
-      raise KeyError(f"{src}: importance_scorer.{proj} lacks kernel/bias")
+      raise KeyError(f"{where}: importance_scorer.{proj} lacks kernel/bias")
     out[f"{PREFIX}{proj}.weight"] = np.asarray(
         scorer[proj]["kernel"], np.float32).T
     out[f"{PREFIX}{proj}.bias"] = np.asarray(scorer[proj]["bias"], np.float32)
   return out
 
 
+def write_tensors(tensors: dict[str, np.ndarray], dst: str,
+                  dtype: str = "bfloat16") -> None:
+  save_file({k: v.astype(_DTYPES[dtype]) for k, v in tensors.items()}, dst)
+
+
 def export(src: str, dst: str, dtype: str = "bfloat16") -> None:
-  tensors = {k: v.astype(_DTYPES[dtype]) for k, v in load_scorer(src).items()}
-  save_file(tensors, dst)
+  write_tensors(load_scorer(src), dst, dtype)
 
 
 def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16") -> None:

@@ -199,11 +199,18 @@ def train(config, workdir: str,
     metrics_out.close()
     if bar is not None:
       bar.close()
-  if int(state.step) >= total and pi == 0:
-    from conversion.export_scorer import export
-    export(ckpt.directory + f"/{ckpt.latest_step()}/state",
-           os.path.join(workdir, "scorer.safetensors"),
-           config.get("export_dtype", "bfloat16"))
+  if int(state.step) >= total:
+    # Every process joins the gather (the scorer may be sharded across
+    # hosts); process 0 writes the PyTorch-layout file.
+    from jax.experimental import multihost_utils
+    from conversion import export_scorer
+    pure = multihost_utils.process_allgather(state.trainable.to_pure_dict(),
+                                             tiled=True)
+    if pi == 0:
+      export_scorer.write_tensors(
+          export_scorer.scorer_tensors(pure),
+          os.path.join(workdir, "scorer.safetensors"),
+          config.get("export_dtype", "bfloat16"))
   return {"state": state, "metrics": last, "preempted": preempted.flag}
 
 

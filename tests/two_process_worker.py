@@ -1,0 +1,42 @@
+"""One of two JAX processes on localhost training a few steps (run by
+tests/test_two_process.py)."""
+import os
+import sys
+
+proc, port, model_dir, workdir = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
+                                  sys.argv[4])
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+from vselect_jax.training import distributed  # noqa: E402
+
+distributed.maybe_initialize(coordinator_address=f"127.0.0.1:{port}",
+                             num_processes=2, process_id=proc)
+assert jax.process_count() == 2 and jax.device_count() == 8
+
+import vselect_jax  # noqa: E402
+from tests.test_train_loop import _config  # noqa: E402
+from tests.train_utils import FakeData  # noqa: E402
+from vselect_jax.training import loop  # noqa: E402
+
+
+class HalfBatch(FakeData):
+  """Each host feeds its own 4 rows of the global 8."""
+
+  def __next__(self):
+    batch = super().__next__()
+    return {k: (v[:, :4] if k == "position_ids" else v[:4])
+            for k, v in batch.items()}
+
+
+result = loop.train(_config(total=3, every=3), workdir,
+                    lambda c, i, n: HalfBatch(0, i),
+                    model=vselect_jax.from_pretrained(model_dir),
+                    progress=False)
+print(f"process {proc} done at step {int(result['state'].step)} "
+      f"loss {result['metrics']['loss']:.6f}", flush=True)
