@@ -38,6 +38,25 @@ def machine() -> str:
           f"backend {jax.default_backend()}")
 
 
+def append_result(path: str, title: str, intro: str, columns: str,
+                  row: str) -> None:
+  """Adds ``row`` to the table under ``title`` in results.md (created if
+  missing); other sections are left as they are."""
+  text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+  if title not in text:
+    sep = "|" + "---|" * (columns.count("|") - 1)
+    text = (text.rstrip("\n") + f"\n\n{title}\n\n{intro}\n{columns}\n{sep}\n")
+  head, _, tail = text.partition(title)
+  body, sep, rest = tail.partition("\n## ")
+  lines = body.rstrip("\n").split("\n")
+  last_row = max(i for i, l in enumerate(lines) if l.startswith("|"))
+  lines.insert(last_row + 1, row)
+  text = head + title + "\n".join(lines) + "\n" + (("\n## " + rest) if sep
+                                                   else "")
+  with open(path, "w") as f:
+    f.write(text)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument("--reps", type=int, default=5)
@@ -105,21 +124,13 @@ def main(argv=None) -> int:
         f"{torch.get_num_threads()}")
   print(f"HF eager median {hf_s * 1e3:.0f} ms, JAX jit median "
         f"{jx_s * 1e3:.0f} ms, speedup {ratio:.2f}x, max |logit diff| {err:.1e}")
-  header = ("## Forward pass: JAX jit vs HF PyTorch eager (bench/forward.py)\n\n"
-            "float32, batch 1, compile excluded, median of alternating runs.\n"
-            "Target: >= 1.5x on CPU.\n\n"
-            "| date | machine | params | visual tokens | HF ms | JAX ms | "
-            "speedup | max logit diff |\n|---|---|---|---|---|---|---|---|\n")
-  text = open(args.out).read() if os.path.exists(args.out) else "# Benchmark results\n\n"
-  if header.splitlines()[0] not in text:
-    text = text.rstrip("\n") + "\n\n" + header
-  marker = header.splitlines()[0]
-  head, _, tail = text.partition(marker)
-  section, sep, rest = tail.partition("\n## ")
-  section = section.rstrip("\n") + "\n" + line + "\n"
-  text = head + marker + section + (("\n## " + rest) if sep else "")
-  with open(args.out, "w") as f:
-    f.write(text)
+  append_result(
+      args.out,
+      "## Forward pass: JAX jit vs HF PyTorch eager (bench/forward.py)",
+      "float32, batch 1, compile excluded, median of alternating runs.\n"
+      "Target: >= 1.5x on CPU.\n",
+      "| date | machine | params | visual tokens | HF ms | JAX ms | "
+      "speedup | max logit diff |", line)
   return 0
 
 

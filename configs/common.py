@@ -1,0 +1,40 @@
+"""Defaults shared by the training configs (the reference's recipe)."""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model_path = ""               # converted vselect-jax dir (or HF dir)
+  c.param_dtype = "bfloat16"      # frozen backbone storage
+  c.compute_dtype = "bfloat16"    # scorer cast for the forward; master fp32
+  c.seed = 42
+  c.budget = 0.2                  # fraction of visual tokens kept
+  c.total_steps = 563             # one epoch of the default mixture (3B)
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+  c.async_checkpointing = True
+  c.log_every = 1
+  c.remat = True
+  c.export_dtype = "bfloat16"
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=5e-5, warmup_ratio=0.03, weight_decay=0.0, clip_norm=1.0,
+      grad_accum=4))
+  # BCE weight w(step): start -> end, "linear" as the reference; "cosine",
+  # "step", "constant_start", "constant_end" for ablations.
+  c.reg = ml_collections.ConfigDict(dict(start=0.1, end=2.0, shape="linear"))
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+
+  c.data = ml_collections.ConfigDict()
+  c.data.mixture = "chartqa,coco%10,ocr_vqa"
+  c.data.registry = ml_collections.ConfigDict()  # name -> {annotation, root}
+  c.data.seed = 42
+  c.data.row_length = 8192        # tokens per packed row
+  c.data.patches_per_row = 16384  # visual patches per packed row
+  c.data.max_images_per_row = 64
+  c.data.rows_per_host = 8        # packed rows per host per micro-batch
+  c.data.min_pixels = 784
+  c.data.max_pixels = 50176       # <= 64 merged tokens per training image
+  c.data.max_skip_fraction = 0.01
+  c.data.num_workers = 8
+  return c
