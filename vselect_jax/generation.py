@@ -18,9 +18,9 @@ from vselect_jax.selector import select
 def _prompt(model, batch, has_vision, selection):
   """Embeddings, positions and segments of the prompt the LLM sees."""
   if selection is not None:
-    k_token, k_row, size, per_image = selection
+    k_token, k_row, size, per_image, method, seed = selection
     c = select.compressed_inputs(model, batch, k_token, k_row, size,
-                                 per_image)
+                                 per_image, method, seed)
     return c["embeds"], c["position_ids"], c["segment_ids"]
   merged = model.visual(batch["pixel_values"], batch) if has_vision else None
   x = model.embed(batch["input_ids"], batch["visual_index"], merged)
@@ -40,7 +40,8 @@ def greedy_generate(model, batch: dict, next_position: jax.Array,
     eos_token_id: int32 scalar (-1: none); pad_token_id: int32 scalar.
     max_new_tokens: static number of decode steps.
     has_vision: static.
-    selection: None, or (k_token, k_row, size, per_image) for budgets.
+    selection: None, or (k_token, k_row, size, per_image, method, seed)
+      for budgets (method and seed static).
 
   Returns:
     tokens int32[B, max_new_tokens] (pad after EOS) and the number of steps

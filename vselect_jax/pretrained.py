@@ -134,11 +134,13 @@ class VisionLanguageModel:
     self.num_compiles = 0
     self._forward_jit = jax.jit(self._forward_impl,
                                 static_argnames=("has_vision",))
-    self._select_jit = jax.jit(self._select_impl,
-                               static_argnames=("size", "per_image"))
+    self._select_jit = jax.jit(
+        self._select_impl,
+        static_argnames=("size", "per_image", "method", "seed"))
     self._generate_jit = jax.jit(
         self._generate_impl,
-        static_argnames=("max_new_tokens", "has_vision", "size", "per_image"))
+        static_argnames=("max_new_tokens", "has_vision", "size", "per_image",
+                         "method", "seed"))
 
   @property
   def dtype(self):
@@ -155,16 +157,17 @@ class VisionLanguageModel:
     return model.head(hidden)
 
   def _select_impl(self, state, batch, k_token, k_row, size: int,
-                   per_image: bool):
+                   per_image: bool, method: str, seed: int):
     self.num_compiles += 1  # trace time only
     model = nnx.merge(self.graphdef, state)
     return select.compressed_forward(model, batch, k_token, k_row, size,
-                                     per_image)
+                                     per_image, method, seed)
 
   def forward(self, input_ids, attention_mask=None, pixel_values=None,
               image_grid_thw=None, pixel_values_videos=None,
               video_grid_thw=None, second_per_grid_ts=None, *,
               budget: float | None = None, per_image: bool = False,
+              method: str = "selector", seed: int = 0,
               **unused) -> ForwardOutput:
     """Forward pass on HF-processor inputs (numpy, torch or lists).
 
@@ -175,6 +178,8 @@ class VisionLanguageModel:
         one per row); None runs the base model. Each row keeps k = max(1, floor(N * budget)) of its N
         visual tokens (0 if it has none), pooled over all its images and
         frames like the reference, or per image with ``per_image``.
+      method: "selector" (default), or a baseline: "random" (``seed``),
+        "uniform", "divprune".
 
     Returns:
       ``ForwardOutput`` (see its docstring).
@@ -188,6 +193,7 @@ class VisionLanguageModel:
                                  has_vision=prep.has_vision)
       return ForwardOutput(np.asarray(logits)[:, :prep.seq_len],
                            prep.rope_deltas)
+    _check_method(method)
     k_token, k_row = selection_budgets(prep, budget, per_image)
     if not prep.has_vision:  # text only: nothing to select
       out = self.forward(input_ids, attention_mask)
@@ -204,7 +210,7 @@ class VisionLanguageModel:
     size = bucket(int(lengths.max()), self.seq_multiple)
     logits, keep, scores, soft = self._select_jit(
         self.state, prep.arrays, k_token, k_row, size=size,
-        per_image=per_image)
+        per_image=per_image, method=method, seed=int(seed))
     n = int(lengths.max())
     visual = prep.arrays["visual_index"][:, :prep.seq_len] >= 0
     return ForwardOutput(
@@ -214,10 +220,12 @@ class VisionLanguageModel:
 
 
   def _generate_impl(self, state, batch, next_position, eos, pad, k_token,
-                     k_row, *, max_new_tokens, has_vision, size, per_image):
+                     k_row, *, max_new_tokens, has_vision, size, per_image,
+                     method, seed):
     self.num_compiles += 1  # trace time only
     model = nnx.merge(self.graphdef, state)
-    selection = None if size is None else (k_token, k_row, size, per_image)
+    selection = None if size is None else (k_token, k_row, size, per_image,
+                                           method, seed)
     return generation.greedy_generate(
         model, batch, next_position, eos, pad, max_new_tokens=max_new_tokens,
         has_vision=has_vision, selection=selection)
@@ -226,6 +234,7 @@ class VisionLanguageModel:
                image_grid_thw=None, pixel_values_videos=None,
                video_grid_thw=None, second_per_grid_ts=None, *,
                budget=None, per_image: bool = False,
+               method: str = "selector", seed: int = 0,
                max_new_tokens: int = 16, eos_token_id: int | None = None,
                pad_token_id: int = 0, **unused) -> np.ndarray:
     """Greedy decoding with a KV cache (see ``generation.py``).
@@ -255,13 +264,20 @@ class VisionLanguageModel:
       if prep.has_vision:
         lengths = n_valid - prep.num_visual + k_row
         size = bucket(int(lengths.max()), self.seq_multiple)
+    _check_method(method)
     eos = -1 if eos_token_id is None else int(eos_token_id)
     tokens, steps = self._generate_jit(
         self.state, prep.arrays, next_position, np.int32(eos),
         np.int32(pad_token_id), k_token, k_row,
         max_new_tokens=max_new_tokens, has_vision=prep.has_vision,
-        size=size, per_image=per_image)
+        size=size, per_image=per_image, method=method, seed=int(seed))
     return np.asarray(tokens)[:, :int(steps)]
+
+
+def _check_method(method: str) -> None:
+  from vselect_jax.selector.baselines import METHODS
+  if method not in METHODS:
+    raise ValueError(f"unknown selection method {method!r}; one of {METHODS}")
 
 
 def selection_budgets(prep, budget, per_image: bool

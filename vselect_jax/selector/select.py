@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vselect_jax.selector import baselines
 from vselect_jax.selector import topk as topk_lib
 
 
@@ -118,7 +119,8 @@ def gather_positions(x: jax.Array, keep_index: jax.Array, axis: int = 1
 
 
 def compressed_inputs(model, batch: dict, k_token: jax.Array,
-                      k_row: jax.Array, size: int, per_image: bool):
+                      k_row: jax.Array, size: int, per_image: bool,
+                      method: str = "selector", seed: int = 0):
   """Runs the vision tower and the scorer, and drops unselected tokens.
 
   Kept tokens keep the M-RoPE ids of the uncompressed prompt.
@@ -130,6 +132,9 @@ def compressed_inputs(model, batch: dict, k_token: jax.Array,
     k_row: int32[B] total visual tokens kept per row (for the soft mask).
     size: static compressed length Tc.
     per_image: group by image instead of pooling the row.
+    method: "selector" (the learned scorer) or a baseline of
+      ``baselines.METHODS``.
+    seed: for ``random``.
 
   Returns:
     A dict: ``embeds`` float[B, Tc, D], ``position_ids`` int32[3, B, Tc],
@@ -138,11 +143,27 @@ def compressed_inputs(model, batch: dict, k_token: jax.Array,
   """
   merged = model.visual(batch["pixel_values"], batch)
   x = model.embed(batch["input_ids"], batch["visual_index"], merged)
-  scores, visual = score(model, merged, batch["visual_index"])
+  visual = batch["visual_index"] >= 0
   group = batch["visual_item"] if per_image else jnp.where(visual, 0, -1)
-  selected = group_topk_mask(scores, group, k_token)
-  # The soft mask the scorer is trained towards, for visualisation.
-  soft = topk_lib.soft_topk(scores, k_row, visual)
+  if method == "selector":
+    scores, _ = score(model, merged, batch["visual_index"])
+    selected = group_topk_mask(scores, group, k_token)
+    # The soft mask the scorer is trained towards, for visualisation.
+    soft = topk_lib.soft_topk(scores, k_row, visual)
+  elif method == "random":
+    scores = baselines.random_scores(seed, visual.shape)
+    selected = group_topk_mask(scores, group, k_token)
+    soft = jnp.where(visual, scores, 0.0)
+  elif method == "uniform":
+    selected = baselines.uniform_mask(group, k_token)
+    scores = soft = selected.astype(jnp.float32)
+  elif method == "divprune":
+    tokens, _ = visual_tokens_in_sequence(merged, batch["visual_index"])
+    selected, scores = baselines.divprune_mask(tokens, group, k_token)
+    soft = jnp.where(visual, scores, 0.0)
+  else:
+    raise ValueError(f"unknown selection method {method!r}; one of "
+                     f"{baselines.METHODS}")
   keep = select_keep(selected, visual, batch["segment_ids"] > 0, size)
   return {
       "embeds": gather_positions(x, keep),
@@ -153,14 +174,16 @@ def compressed_inputs(model, batch: dict, k_token: jax.Array,
 
 
 def compressed_forward(model, batch: dict, k_token: jax.Array,
-                       k_row: jax.Array, size: int, per_image: bool):
+                       k_row: jax.Array, size: int, per_image: bool,
+                       method: str = "selector", seed: int = 0):
   """Inference with selection: drop unselected visual tokens before the LLM.
 
   Returns:
     logits float32[B, Tc, V], keep_index int32[B, Tc], scores float32[B, T],
     soft_mask float32[B, T].
   """
-  c = compressed_inputs(model, batch, k_token, k_row, size, per_image)
+  c = compressed_inputs(model, batch, k_token, k_row, size, per_image,
+                        method, seed)
   logits = model.head(model.model(c["embeds"], c["position_ids"],
                                   c["segment_ids"]))
   return logits, c["keep_index"], c["scores"], c["soft_mask"]
