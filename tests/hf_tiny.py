@@ -74,3 +74,23 @@ def hf_logits(model, **inputs) -> np.ndarray:
   kw["mm_token_type_ids"] = torch.as_tensor(tt)
   with torch.no_grad():
     return model(**kw).logits.float().numpy()
+
+
+def left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+  """(input_ids, attention_mask) int64[B, max len], padded on the left as
+  for generation."""
+  n = max(len(r) for r in rows)
+  ids = np.zeros((len(rows), n), np.int64)
+  mask = np.zeros((len(rows), n), np.int64)
+  for i, r in enumerate(rows):
+    ids[i, n - len(r):] = r
+    mask[i, n - len(r):] = 1
+  return ids, mask
+
+
+def two_image_rows():
+  """Two prompts of different lengths with images of different sizes."""
+  g1, g2 = [1, 6, 10], [1, 8, 8]
+  r1 = [1, 2] + block(IMAGE, g1) + [3]
+  r2 = block(IMAGE, g2) + [4, 5, 6, 7]
+  return (r1, r2), (g1, g2)

@@ -125,15 +125,9 @@ def test_text_only_batch_with_left_padding(pair):
 def test_batch_of_two_with_images_and_padding(pair):
   hf, jx = pair
   rng = np.random.default_rng(5)
-  g1, g2 = [1, 6, 10], [1, 8, 8]
-  r1 = [1, 2] + hf_tiny.block(IMAGE, g1) + [3]
-  r2 = hf_tiny.block(IMAGE, g2) + [4, 5, 6, 7]
-  n = max(len(r1), len(r2))
-  ids = np.zeros((2, n), np.int64)
-  mask = np.zeros((2, n), np.int64)
-  for i, r in enumerate((r1, r2)):  # left padding, as for generation
-    ids[i, n - len(r):] = r
-    mask[i, n - len(r):] = 1
+  (r1, r2), (g1, g2) = hf_tiny.two_image_rows()
+  ids, mask = hf_tiny.left_padded([r1, r2])
+  n = ids.shape[1]
   _compare(hf, jx, valid=mask.astype(bool), input_ids=ids,
            attention_mask=mask,
            pixel_values=np.concatenate([hf_tiny.pixels(rng, g1),

@@ -88,15 +88,9 @@ def test_budget_one_equals_the_base_model(pair):
 def test_batch_rows_select_independently(pair):
   _, jx = pair
   rng = np.random.default_rng(3)
-  g1, g2 = [1, 6, 10], [1, 8, 8]
-  r1 = [1, 2] + hf_tiny.block(IMAGE, g1) + [3]
-  r2 = hf_tiny.block(IMAGE, g2) + [4, 5, 6, 7]
-  n = max(len(r1), len(r2))
-  ids = np.zeros((2, n), np.int64)
-  mask = np.zeros((2, n), np.int64)
-  for i, r in enumerate((r1, r2)):
-    ids[i, n - len(r):] = r
-    mask[i, n - len(r):] = 1
+  (r1, r2), (g1, g2) = hf_tiny.two_image_rows()
+  ids, mask = hf_tiny.left_padded([r1, r2])
+  n = ids.shape[1]
   p1, p2 = hf_tiny.pixels(rng, g1), hf_tiny.pixels(rng, g2)
   batch = jx.forward(ids, mask, np.concatenate([p1, p2]), [g1, g2],
                      budget=[0.3, 0.5])
