@@ -28,6 +28,8 @@ def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(name)s %(message)s")
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax is chatty
   import jax
   from vselect_jax.training import distributed, loop
   distributed.maybe_initialize(_DISTRIBUTED.value)

@@ -29,12 +29,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mixture = "chartqa,coco%10,ocr_vqa"
   c.data.registry = ml_collections.ConfigDict()  # name -> {annotation, root}
   c.data.seed = 42
-  c.data.row_length = 8192        # tokens per packed row
-  c.data.patches_per_row = 16384  # visual patches per packed row
-  c.data.max_images_per_row = 64
-  c.data.rows_per_host = 8        # packed rows per host per micro-batch
+  c.data.row_length = 2048        # tokens per packed row (8 samples)
+  c.data.patches_per_row = 2048   # visual patches per row (8 x 256 max)
+  c.data.max_images_per_row = 16
+  c.data.rows_per_batch = 8       # packed rows per host per micro-batch
+  c.data.samples_per_row = 8      # samples packed into each row
   c.data.min_pixels = 784
   c.data.max_pixels = 50176       # <= 64 merged tokens per training image
   c.data.max_skip_fraction = 0.01
   c.data.num_workers = 8
+  c.data.tokenizer_path = ""      # default: model_path
   return c

@@ -15,6 +15,6 @@ def get_config():
   c.total_steps = 563
   # Packed rows of ~8 samples each (<= 64 visual tokens per image), 8 rows
   # per micro-batch and 4 micro-batches per step: ~256 samples per step.
-  c.data.rows_per_host = 8
+  c.data.rows_per_batch = 8
   c.optim.grad_accum = 4
   return c

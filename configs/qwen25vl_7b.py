@@ -13,7 +13,7 @@ from configs.common import base_config
 def get_config():
   c = base_config()
   c.total_steps = 282
-  c.data.rows_per_host = 16
+  c.data.rows_per_batch = 16
   c.optim.grad_accum = 4
   c.mesh.tensor = 1
   return c

@@ -6,7 +6,8 @@ as ``Qwen/Qwen2.5-VL-3B-Instruct``. The demo then converts it with
 ``conversion.convert_hf``, draws an image, preprocesses it like the Qwen
 processor, and runs the jitted forward pass without compression and at
 VisionSelector budgets 1.0, 0.3, 0.2 and 0.1, printing the kept visual
-tokens and times.
+tokens and times; finally it trains the scorer for a few steps with
+``configs/smoke.py`` and says where the scorer and metrics went.
 
     python -m vselect_jax.demo --workdir demo_out
 """
@@ -67,15 +68,15 @@ def main(argv=None) -> int:
   jax_dir = os.path.join(args.workdir, "converted")
 
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
-    print(f"[1/4] building a small random HF Qwen2.5-VL at {hf_dir}\n"
+    print(f"[1/5] building a small random HF Qwen2.5-VL at {hf_dir}\n"
           "      (it stands in for a hub download: no weights can be fetched "
           "here)")
     build_stand_in_checkpoint(hf_dir)
   else:
-    print(f"[1/4] reusing the stand-in HF checkpoint at {hf_dir}")
+    print(f"[1/5] reusing the stand-in HF checkpoint at {hf_dir}")
 
   from conversion.convert_hf import convert
-  print(f"[2/4] converting {hf_dir} -> {jax_dir} (float32)")
+  print(f"[2/5] converting {hf_dir} -> {jax_dir} (float32)")
   summary = convert(hf_dir, jax_dir, "float32", progress=False, overwrite=True)
   print(f"      {summary['tensors']} tensors, {summary['parameters']:,} "
         "parameters")
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
   enc = proc(images=[image], return_tensors="np")
   grid = enc["image_grid_thw"]
   n_vis = int(np.prod(grid)) // 4
-  print(f"[3/4] image {image.size[0]}x{image.size[1]} px -> grid "
+  print(f"[3/5] image {image.size[0]}x{image.size[1]} px -> grid "
         f"{grid[0].tolist()} -> {n_vis} visual tokens")
   prompt = ([IM_START, 872, 198, VISION_START] + [IMAGE_PAD] * n_vis +
             [VISION_END, 3838, 374, 279, 8426, 3619, 30, IM_END, 198,
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
 
   model = vselect_jax.from_pretrained(jax_dir)
   inputs = dict(pixel_values=enc["pixel_values"], image_grid_thw=grid)
-  print("[4/4] forward passes (first call per bucket compiles; times are the "
+  print("[4/5] forward passes (first call per bucket compiles; times are the "
         "best of 3 after it)")
   print(f"      {'budget':>6}  {'visual kept':>11}  {'sequence':>8}  "
         f"{'time ms':>8}  next-token argmax")
@@ -116,7 +117,30 @@ def main(argv=None) -> int:
   print(f"      {model.num_compiles} compilation(s) in all. Random weights "
         "and an untrained scorer: the tokens are meaningless, the mechanics "
         "are not.")
-  print(f"done. Converted checkpoint: {jax_dir}")
+  train_dir = os.path.join(args.workdir, "smoke_train")
+  print(f"[5/5] training the scorer with configs/smoke.py (tiny model, "
+        f"synthetic charts/shapes/words) into {train_dir}")
+  import importlib
+  import json
+  import shutil
+  from vselect_jax.training import loop
+  shutil.rmtree(train_dir, ignore_errors=True)
+  smoke = importlib.import_module("configs.smoke").get_config()
+  result = loop.train(smoke, train_dir, progress=True)
+  with open(os.path.join(train_dir, "metrics.jsonl")) as f:
+    lines = [json.loads(l) for l in f]
+  first, last = lines[0], lines[-1]
+  print(f"      step {first['step']}: CE {first['ce']:.3f}, BCE "
+        f"{first['bce']:.3f} (w {first['reg_weight']:.2f}); step "
+        f"{last['step']}: CE {last['ce']:.3f}, BCE {last['bce']:.3f} "
+        f"(w {last['reg_weight']:.2f})")
+  print(f"done. Converted checkpoint: {jax_dir}\n"
+        f"      trained scorer (PyTorch layout): "
+        f"{os.path.join(train_dir, 'scorer.safetensors')}\n"
+        f"      metrics: {os.path.join(train_dir, 'metrics.jsonl')} and "
+        f"TensorBoard logs in {os.path.join(train_dir, 'tensorboard')}\n"
+        f"      checkpoints: {os.path.join(train_dir, 'checkpoints')} "
+        f"(step {int(result['state'].step)})")
   return 0
 
 

@@ -19,10 +19,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import threading
 
 import grain
 import numpy as np
 from PIL import Image
+# Imported here, not lazily in the worker threads: concurrent first imports
+# of transformers' lazy modules race ("cannot import name AutoTokenizer").
+from transformers import AutoTokenizer
 
 from vselect_jax.data import chat, packing, records as records_lib
 from vselect_jax.data.image_processor import preprocess_image
@@ -77,12 +81,19 @@ class PackBatch(grain.transforms.Map):
     self.cfg = cfg
     self.tokenizer_path = tokenizer_path
     self._tok = None
+    self._lock = threading.Lock()
+
+  def __getstate__(self):  # pickled into worker processes: no lock, no tok
+    return {"cfg": self.cfg, "tokenizer_path": self.tokenizer_path}
+
+  def __setstate__(self, state):
+    self.__init__(state["cfg"], state["tokenizer_path"])
 
   @property
   def tokenizer(self):
-    if self._tok is None:  # loaded lazily: once per worker process
-      from transformers import AutoTokenizer
-      self._tok = AutoTokenizer.from_pretrained(self.tokenizer_path)
+    with self._lock:  # loaded lazily, once per process
+      if self._tok is None:
+        self._tok = AutoTokenizer.from_pretrained(self.tokenizer_path)
     return self._tok
 
   def sample(self, record: records_lib.Record) -> dict:

@@ -150,6 +150,8 @@ def train(config, workdir: str,
     s = shard_lib.batch_sharding(mesh, x.ndim, batch_axis)
     return jax.make_array_from_process_local_data(s, np.asarray(x))
 
+  from vselect_jax.data.pipeline import SkipMonitor
+  skips = SkipMonitor(config.data.get("max_skip_fraction", 0.01))
   metrics_out = _Metrics(workdir)
   preempted = _Preempted()
   bar = None
@@ -162,6 +164,8 @@ def train(config, workdir: str,
   try:
     while int(state.step) < total:
       raw = next(data)
+      if "skipped" in raw:  # bad records, counted by the pipeline
+        skips.update(raw)
       host = batch_lib.prepare_train_batch(cfg, raw)
       k_row = rows_k(host, config.budget)
       dev = {k: global_array(v, 1 if k == "position_ids" else 0)
