@@ -34,8 +34,10 @@ def machine() -> str:
   except OSError:
     pass
   import jax
-  return (f"{os.cpu_count()} CPU cores ({cpu}), jax {jax.__version__} "
-          f"backend {jax.default_backend()}")
+  where = f"{os.cpu_count()} CPU cores ({cpu})"
+  if jax.default_backend() != "cpu":
+    where = f"{jax.devices()[0].device_kind}, " + where
+  return f"{where}, jax {jax.__version__} backend {jax.default_backend()}"
 
 
 def append_result(path: str, title: str, intro: str, columns: str,
@@ -60,6 +62,8 @@ def append_result(path: str, title: str, intro: str, columns: str,
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--dtype", default="float32",
+                      choices=("float32", "bfloat16"))
   parser.add_argument("--out", default=os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results.md"))
   args = parser.parse_args(argv)
@@ -88,7 +92,9 @@ def main(argv=None) -> int:
   n_params = sum(p.numel() for p in hf.parameters())
   tmp = tempfile.mkdtemp()
   hf.save_pretrained(tmp)
-  jx = vselect_jax.from_pretrained(tmp, dtype="float32")
+  jx = vselect_jax.from_pretrained(tmp, dtype=args.dtype)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  hf = hf.to(device=device, dtype=getattr(torch, args.dtype))
 
   grid = np.array([[1, 64, 62]])  # 896 x 868 px -> 32 x 31 merged tokens
   n_vis = int(grid.prod()) // 4
@@ -97,13 +103,16 @@ def main(argv=None) -> int:
   ids = np.array([[5, 6, 31002] + [31000] * n_vis + [31003] +
                   list(range(100, 140))])
   tt = (ids == 31000).astype(np.int64)
-  hf_in = dict(input_ids=torch.tensor(ids), pixel_values=torch.tensor(pix),
+  hf_in = dict(input_ids=torch.tensor(ids),
+               pixel_values=torch.tensor(pix).to(getattr(torch, args.dtype)),
                image_grid_thw=torch.tensor(grid),
                mm_token_type_ids=torch.tensor(tt))
+  hf_in = {k: v.to(device) for k, v in hf_in.items()}
 
   def run_hf():
     with torch.inference_mode():
-      return hf(**hf_in).logits
+      out = hf(**hf_in).logits.float().cpu()  # .cpu() synchronises
+    return out
 
   def run_jax():
     return jx.forward(ids, pixel_values=pix, image_grid_thw=grid).logits
@@ -117,7 +126,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter(); run_jax(); t_jx.append(time.perf_counter() - t0)
   hf_s, jx_s = float(np.median(t_hf)), float(np.median(t_jx))
   ratio = hf_s / jx_s
-  line = (f"| {datetime.date.today()} | {machine()} | {n_params / 1e6:.0f}M | "
+  where = machine() + ("" if args.dtype == "float32" else f", {args.dtype}")
+  line = (f"| {datetime.date.today()} | {where} | {n_params / 1e6:.0f}M | "
           f"{n_vis} | {hf_s * 1e3:.0f} | {jx_s * 1e3:.0f} | **{ratio:.2f}x** | "
           f"{err:.1e} |")
   print(f"params {n_params / 1e6:.0f}M, visual tokens {n_vis}, torch threads "
@@ -127,7 +137,8 @@ def main(argv=None) -> int:
   append_result(
       args.out,
       "## Forward pass: JAX jit vs HF PyTorch eager (bench/forward.py)",
-      "float32, batch 1, compile excluded, median of alternating runs.\n"
+      "float32 unless the machine column says otherwise, batch 1, compile "
+      "excluded, median of alternating runs.\n"
       "Target: >= 1.5x on CPU.\n",
       "| date | machine | params | visual tokens | HF ms | JAX ms | "
       "speedup | max logit diff |", line)

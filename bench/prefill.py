@@ -54,6 +54,8 @@ def main(argv=None) -> int:
   p.add_argument("--text-layers", type=int, default=4)
   p.add_argument("--vision-layers", type=int, default=4)
   p.add_argument("--reps", type=int, default=2)
+  p.add_argument("--dtype", default="float32",
+                 choices=("float32", "bfloat16"))
   p.add_argument("--out", default=os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results.md"))
   args = p.parse_args(argv)
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
                    num_key_value_heads=4)
   cfg = VLMConfig(vision=vis, text=txt)
   model = vselect_jax.VisionLanguageModel(
-      cfg, Qwen25VL(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+      cfg, Qwen25VL(cfg, dtype=jnp.dtype(args.dtype), rngs=nnx.Rngs(0)))
   grid = np.array([[1, 64, 80]])           # 896 x 1120 px
   visual = int(grid.prod()) // 4           # 1280
   rng = np.random.default_rng(0)
@@ -107,16 +109,17 @@ def main(argv=None) -> int:
     print(f"budget {budget:.1f}: {kept:4d} visual tokens, prefill "
           f"{dt * 1e3:7.0f} ms, speedup {speed:.2f}x, FLOP ceiling "
           f"{ceil:.2f}x ({100 * speed / ceil:.0f}% of it)")
+  dtype_note = "" if args.dtype == "float32" else f" {args.dtype}"
   for budget, kept, dt, speed, ceil in rows:
     append_result(
         args.out,
         "## Prefill at budgets vs the FLOP ceiling, 7B shapes (bench/prefill.py)",
-        "float32, 1280 visual + 64 text tokens, reduced layers "
-        "(text/vision). Target: speedup at 0.2 within 90% of the ceiling.\n",
+        "float32 unless the layers column says otherwise, 1280 visual + 64 "
+        "text tokens, layers text/vision (7B has 28/32). Target: speedup at 0.2 within 90% of the ceiling.\n",
         "| date | machine | layers | budget | visual kept | prefill ms | "
         "speedup | FLOP ceiling | % of ceiling |",
         f"| {datetime.date.today()} | {machine()} | {args.text_layers}/"
-        f"{args.vision_layers} | {budget} | {kept} | {dt * 1e3:.0f} | "
+        f"{args.vision_layers}{dtype_note} | {budget} | {kept} | {dt * 1e3:.0f} | "
         f"{speed:.2f}x | {ceil:.2f}x | {100 * speed / ceil:.0f}% |")
   return 0
 

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
       args.out,
       "## Training step, Qwen2.5-VL-3B shapes (bench/train_step.py)",
       "bf16, one packed row of 2048 tokens with 8 images x 64 visual tokens, "
-      "budget 0.2, remat on. Reduced depth on CPU (layers column).\n",
+      "budget 0.2, remat on. Depth in the layers column (3B has 36/32).\n",
       "| date | machine | layers (text/vision) | step ms | TFLOP/step | "
       "TFLOP/s | MFU |",
       f"| {datetime.date.today()} | {machine()} | {args.text_layers}/"
