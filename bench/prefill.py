@@ -49,11 +49,56 @@ def prefill_flops(vis, txt, patches: int, text_tokens: int, visual: int,
   return vit + scorer + llm + head
 
 
+def _median_ms(fn, reps: int) -> float:
+  import jax
+  jax.block_until_ready(fn())  # compile + warm-up
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return 1e3 * float(np.median(times))
+
+
+def breakdown(model, cfg, ids, pix, grid, reps: int) -> None:
+  """Prints where a full-budget prefill spends its time."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from vselect_jax.inputs import prepare_batch
+
+  prep_ms = _median_ms(lambda: prepare_batch(
+      cfg, ids, None, pix, grid, seq_multiple=model.seq_multiple), reps)
+  prep = prepare_batch(cfg, ids, None, pix, grid,
+                       seq_multiple=model.seq_multiple)
+  dev = {k: jnp.asarray(v) for k, v in prep.arrays.items()}
+  put_ms = _median_ms(lambda: jax.device_put(prep.arrays), reps)
+  # Weights are passed as arguments (not closed over: no constant folding).
+  vis_fn = jax.jit(lambda st, b: nnx.merge(model.graphdef, st).visual(
+      b["pixel_values"], b))
+  vis_ms = _median_ms(lambda: vis_fn(model.state, dev), reps)
+  merged = vis_fn(model.state, dev)
+
+  @jax.jit
+  def llm(st, b, merged):
+    module = nnx.merge(model.graphdef, st)
+    x = module.embed(b["input_ids"], b["visual_index"], merged)
+    h = module.model(x, b["position_ids"], b["segment_ids"])
+    return module.head(h[:, -1:])
+  llm_ms = _median_ms(lambda: llm(model.state, dev, merged), reps)
+  print(f"breakdown (budget 1.0): host prepare_batch {prep_ms:.1f} ms, "
+        f"host->device {put_ms:.1f} ms, vision tower {vis_ms:.1f} ms, "
+        f"LLM + head {llm_ms:.1f} ms")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("--text-layers", type=int, default=4)
   p.add_argument("--vision-layers", type=int, default=4)
   p.add_argument("--reps", type=int, default=2)
+  p.add_argument("--breakdown", action="store_true",
+                 help="also time host preparation, the vision tower alone "
+                 "and the LLM alone (device-resident inputs)")
   p.add_argument("--dtype", default="float32",
                  choices=("float32", "bfloat16"))
   p.add_argument("--out", default=os.path.join(
@@ -109,6 +154,8 @@ def main(argv=None) -> int:
     print(f"budget {budget:.1f}: {kept:4d} visual tokens, prefill "
           f"{dt * 1e3:7.0f} ms, speedup {speed:.2f}x, FLOP ceiling "
           f"{ceil:.2f}x ({100 * speed / ceil:.0f}% of it)")
+  if args.breakdown:
+    breakdown(model, cfg, ids, pix, grid, args.reps)
   dtype_note = "" if args.dtype == "float32" else f" {args.dtype}"
   for budget, kept, dt, speed, ceil in rows:
     append_result(

@@ -112,7 +112,8 @@ def main(argv=None) -> int:
   flops = vis_fwd + 3 * text_fwd  # fwd + remat fwd + activation backward
   achieved = flops / dt
   peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
-      (v for k_, v in PEAKS.items() if k_ in str(jax.devices()[0])), None)
+      (v for k_, v in PEAKS.items() if k_ in jax.devices()[0].device_kind),
+      None)
   mfu = f"{100 * achieved / peak:.1f}%" if peak else "n/a (peak unknown)"
   print(f"step {dt * 1e3:.0f} ms, {flops / 1e12:.2f} TFLOP/step, "
         f"{achieved / 1e12:.3f} TFLOP/s, MFU {mfu}, loss {float(m['loss']):.3f}")

@@ -34,7 +34,7 @@ def _array(x, name, dtype=None, ndim=None):
   except Exception as e:  # e.g. ragged lists
     raise ValueError(f"{name}: cannot be read as an array ({e})") from e
   if dtype is not None:
-    a = a.astype(dtype)
+    a = a.astype(dtype, copy=False)
   if ndim is not None and a.ndim != ndim:
     raise ValueError(f"{name} must have {ndim} dims, got shape {a.shape}")
   return a
@@ -159,11 +159,13 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
 
   has_vision = bool(items)
   if has_vision:
-    pixels = np.concatenate([p for _, p, _ in items])
     grids = np.concatenate([g for _, _, g in items])
-    cap = patch_bucket or bucket(pixels.shape[0], vcfg.window_patches * 4)
+    n_patches = sum(p.shape[0] for _, p, _ in items)
+    cap = patch_bucket or bucket(n_patches, vcfg.window_patches * 4)
     layout = build_vision_layout(grids, vcfg, capacity=cap)
-    arrays["pixel_values"] = np.pad(pixels, ((0, cap - pixels.shape[0]),
-                                             (0, 0)))
+    # One copy into the padded bucket (pixels are the largest host array).
+    pixels = np.zeros((cap, items[0][1].shape[1]), np.float32)
+    np.concatenate([p for _, p, _ in items], out=pixels[:n_patches])
+    arrays["pixel_values"] = pixels
     arrays.update(layout.arrays())
   return PreparedBatch(arrays, l, deltas, num_visual, has_vision)

@@ -208,8 +208,12 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   if implementation == "reference":
     return _reference(q, k, v, mask, scale)
   if implementation in ("xla", "cudnn"):
+    # The mask is given per head: jax's cuDNN path reshapes a head-broadcast
+    # mask wrongly under vmap (the vision tower is vmapped over packed rows).
+    b, t, n, _ = q.shape
+    mask = jnp.broadcast_to(mask[:, None], (b, n, t, k.shape[1]))
     return jax.nn.dot_product_attention(
-        q, k, v, mask=mask[:, None], scale=scale,
+        q, k, v, mask=mask, scale=scale,
         implementation=implementation)
   raise ValueError(f"unknown attention implementation {implementation!r}")
 
@@ -238,7 +242,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
 
 def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                           segment_ids: jax.Array, block: int,
-                          scale: float | None = None) -> jax.Array:
+                          scale: float | None = None,
+                          implementation: str = "auto") -> jax.Array:
   """Attention within segments that each span at most ``block`` consecutive
   positions (the vision windows), in O(T * 3 * block) instead of O(T^2).
 
@@ -250,6 +255,8 @@ def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     q, k, v: float[B, T, N, H] with T a multiple of ``block``.
     segment_ids: int32[B, T] (0 = padding).
     block: the maximal segment length.
+    implementation: as ``dot_product_attention`` (per block of queries;
+      "auto" is the dense reference on CPU/TPU, cuDNN on GPU in bf16).
 
   Returns:
     float[B, T, N, H].
@@ -275,5 +282,5 @@ def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   out = dot_product_attention(
       qb, kb, vb, q_segment_ids=seg_q,
       kv_segment_ids=seg_k.reshape(b * nb, 3 * block), causal=False,
-      scale=scale, implementation="reference")
+      scale=scale, implementation=implementation)
   return out.reshape(b, t, n, h)
