@@ -1,22 +1,35 @@
 """Training data: records and mixtures, the numpy/PIL Qwen2.5-VL image
-processor, chat template and label masking, packing, the grain pipeline."""
-from vselect_jax.data.image_processor import preprocess_image, smart_resize
+processor, chat template and label masking, packing, the grain pipeline,
+ArrayRecord/TFDS shards and a synthetic dataset.
 
-__all__ = ["preprocess_image", "smart_resize"]
+  cfg = DataConfig(mixture="chartqa,coco%10,ocr_vqa", registry={...})
+  it = make_train_iterator(cfg, tokenizer_dir)   # get_state / set_state
+  batch = next(it)                               # static-shape numpy dict
+"""
+from vselect_jax.data.errors import SKIP_KINDS, RecordError, SkipMonitor
+from vselect_jax.data.image_processor import (preprocess_image,
+                                              preprocess_video,
+                                              sample_frame_indices,
+                                              smart_resize)
+from vselect_jax.data.pipeline import (DataConfig, make_dataset,
+                                       make_train_iterator)
+from vselect_jax.data.testing import testing_tokenizer
+
+__all__ = ["DataConfig", "RecordError", "SKIP_KINDS", "SkipMonitor",
+           "make_dataset", "make_train_iterator",
+           "make_train_iterator_from_config", "preprocess_image",
+           "preprocess_video", "sample_frame_indices", "smart_resize",
+           "testing_tokenizer"]
 
 
 def make_train_iterator_from_config(config, process_index: int,
                                     process_count: int):
   """The training stream for ``train.py`` from a training ConfigDict.
 
-  ``config.data`` holds the DataConfig fields; the tokenizer is read from
+  ``config.data`` holds the ``DataConfig`` fields; the tokenizer is read from
   ``config.data.tokenizer_path`` or else ``config.model_path``.
   """
-  from vselect_jax.data.pipeline import DataConfig, make_dataset
-  d = dict(config.data)
-  tok = d.pop("tokenizer_path", None) or config.model_path
-  d["registry"] = {k: dict(v) for k, v in dict(d["registry"]).items()}
-  d.setdefault("tokens_per_second", 2)
-  cfg = DataConfig(**d)
-  return iter(make_dataset(cfg, tok, process_index=process_index,
-                           process_count=process_count))
+  tok = config.data.get("tokenizer_path", "") or config.model_path
+  return make_train_iterator(DataConfig.from_config(config.data), tok,
+                             process_index=process_index,
+                             process_count=process_count)

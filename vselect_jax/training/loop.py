@@ -150,7 +150,7 @@ def train(config, workdir: str,
     s = shard_lib.batch_sharding(mesh, x.ndim, batch_axis)
     return jax.make_array_from_process_local_data(s, np.asarray(x))
 
-  from vselect_jax.data.pipeline import SkipMonitor
+  from vselect_jax.data import SkipMonitor
   skips = SkipMonitor(config.data.get("max_skip_fraction", 0.01))
   metrics_out = _Metrics(workdir)
   preempted = _Preempted()
