@@ -47,12 +47,17 @@ def model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["random", "uniform", "divprune",
-                                    "selector"])
+                                    "selector", "visionzip", "fastv", "dart"])
 def test_each_method_keeps_exactly_k_without_recompiles(model, method):
   jx = vselect_jax.VisionLanguageModel(model.config, model.module)
   rng = np.random.default_rng(0)
   for grid in ([1, 6, 10], [1, 8, 6]):  # same buckets, different images
     for per_image in (False, True):
+      if method == "dart" and per_image:
+        with pytest.raises(ValueError, match="per_image"):
+          jx.forward(np.array([[1, 2]]), budget=0.3, method=method,
+                     per_image=True)
+        continue
       ids = np.array([[1, 2] + hf_tiny.block(IMAGE, grid) + [3] +
                       hf_tiny.block(IMAGE, [1, 4, 4]) + [4]])
       n1 = grid[1] * grid[2] // 4
@@ -65,7 +70,8 @@ def test_each_method_keeps_exactly_k_without_recompiles(model, method):
                 else max(1, int((n1 + 4) * 0.3)))
       assert (kept == IMAGE).sum() == expect
       assert (kept != IMAGE).sum() == (ids != IMAGE).sum()
-  assert jx.num_compiles == 2  # pooled and per-image programs
+  # pooled and per-image programs
+  assert jx.num_compiles == (1 if method == "dart" else 2)
 
 
 def test_unknown_method(model):

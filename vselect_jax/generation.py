@@ -15,48 +15,67 @@ import jax.numpy as jnp
 from vselect_jax.selector import select
 
 
-def _prompt(model, batch, has_vision, selection):
-  """Embeddings, positions and segments of the prompt the LLM sees."""
-  if selection is not None:
-    k_token, k_row, size, per_image, method, seed = selection
-    c = select.compressed_inputs(model, batch, k_token, k_row, size,
-                                 per_image, method, seed)
-    return c["embeds"], c["position_ids"], c["segment_ids"]
-  merged = model.visual(batch["pixel_values"], batch) if has_vision else None
-  x = model.embed(batch["input_ids"], batch["visual_index"], merged)
-  return x, batch["position_ids"], batch["segment_ids"]
-
-
-def greedy_generate(model, batch: dict, next_position: jax.Array,
-                    eos_token_id: jax.Array, pad_token_id: jax.Array, *,
-                    max_new_tokens: int, has_vision: bool,
-                    selection=None) -> tuple[jax.Array, jax.Array]:
-  """Greedy decoding (jit-compatible; all shapes static).
+def prefill(model, batch: dict, *, max_new_tokens: int, has_vision: bool,
+            selection=None) -> tuple[jax.Array, list]:
+  """Prompt pass: the first new token and a KV cache with room for the rest.
 
   Args:
     model: the ``Qwen25VL`` module.
     batch: prepared arrays (``inputs.prepare_batch``).
-    next_position: int32[B] max M-RoPE id of each uncompressed prompt + 1.
-    eos_token_id: int32 scalar (-1: none); pad_token_id: int32 scalar.
-    max_new_tokens: static number of decode steps.
+    max_new_tokens: static; the cache gets this many free slots.
     has_vision: static.
     selection: None, or (k_token, k_row, size, per_image, method, seed)
       for budgets (method and seed static).
 
   Returns:
-    tokens int32[B, max_new_tokens] (pad after EOS) and the number of steps
-    taken (all rows done, or max_new_tokens).
+    first int32[B] (greedy) and the cache: one stage per consecutive range
+    of layers (two for methods that prune inside the LLM), each
+    {"k", "v": [layers, B, T_s + n, K, H], "segment_ids": int32[B, T_s + n]}
+    where T_s is that stage's prompt length.
   """
-  x, pos, seg = _prompt(model, batch, has_vision, selection)
-  b, t = seg.shape
-  hidden, kv = model.model.run(x, pos, seg)
+  if selection is not None:
+    k_token, k_row, size, per_image, method, seed = selection
+    hidden, stages, *_ = select.compressed_prefill(
+        model, batch, k_token, k_row, size, per_image, method, seed)
+  else:
+    merged = (model.visual(batch["pixel_values"], batch) if has_vision
+              else None)
+    x = model.embed(batch["input_ids"], batch["visual_index"], merged)
+    hidden, kv = model.model.run(x, batch["position_ids"],
+                                 batch["segment_ids"])
+    stages = [(kv, batch["segment_ids"])]
+  seg = stages[-1][1]
+  t = seg.shape[1]
   last = t - 1 - jnp.argmax((seg > 0)[:, ::-1], axis=1)   # last real token
   logits = model.head(jnp.take_along_axis(hidden, last[:, None, None], 1))
   first = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
-
   pad = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0), (0, 0))
-  cache = {"k": jnp.pad(kv["k"], pad), "v": jnp.pad(kv["v"], pad),
-           "segment_ids": jnp.pad(seg, ((0, 0), (0, max_new_tokens)))}
+  cache = [{"k": jnp.pad(kv["k"], pad), "v": jnp.pad(kv["v"], pad),
+            "segment_ids": jnp.pad(s, ((0, 0), (0, max_new_tokens)))}
+           for kv, s in stages]
+  return first, cache
+
+
+def decode(model, first: jax.Array, cache: list, next_position: jax.Array,
+           eos_token_id: jax.Array, pad_token_id: jax.Array, *,
+           max_new_tokens: int) -> tuple[jax.Array, jax.Array]:
+  """Greedy steps after ``prefill`` until every row hit EOS.
+
+  Args:
+    first: int32[B] from ``prefill``; cache: its cache stages.
+    next_position: int32[B] max M-RoPE id of each uncompressed prompt + 1.
+    eos_token_id: int32 scalar (-1: none); pad_token_id: int32 scalar.
+    max_new_tokens: static, as given to ``prefill``.
+
+  Returns:
+    tokens int32[B, max_new_tokens] (pad after EOS) and the number of steps
+    taken (all rows done, or max_new_tokens).
+  """
+  b = first.shape[0]
+  bounds, start = [], 0
+  for c in cache:  # static layer ranges from the stage shapes
+    bounds.append((start, start + c["k"].shape[0]))
+    start += c["k"].shape[0]
   tokens = jnp.full((b, max_new_tokens), pad_token_id, jnp.int32)
   tokens = tokens.at[:, 0].set(first)
   done = first == eos_token_id
@@ -68,21 +87,36 @@ def greedy_generate(model, batch: dict, next_position: jax.Array,
   def body(state):
     step, tokens, cache, done = state
     prev = tokens[:, step - 1]
-    index = t + step - 1
-    cache = dict(cache)
-    cache["segment_ids"] = jax.lax.dynamic_update_slice(
-        cache["segment_ids"], jnp.ones((b, 1), jnp.int32), (0, index))
-    cache["index"] = index
     p = jnp.broadcast_to((next_position + step - 1)[None, :, None], (3, b, 1))
-    emb = model.model.embed_tokens(prev[:, None])
-    h, kv = model.model.run(emb, p, jnp.ones((b, 1), jnp.int32), cache=cache)
+    h = model.model.embed_tokens(prev[:, None])
+    new_cache = []
+    for i, (c, layers) in enumerate(zip(cache, bounds)):
+      index = c["segment_ids"].shape[1] - max_new_tokens + step - 1
+      segs = jax.lax.dynamic_update_slice(
+          c["segment_ids"], jnp.ones((b, 1), jnp.int32), (0, index))
+      h, kv = model.model.run(
+          h, p, jnp.ones((b, 1), jnp.int32),
+          cache={"k": c["k"], "v": c["v"], "segment_ids": segs,
+                 "index": index},
+          layers=layers, final_norm=i == len(cache) - 1)
+      new_cache.append({"k": kv["k"], "v": kv["v"], "segment_ids": segs})
     nxt = jnp.argmax(model.head(h)[:, 0], axis=-1).astype(jnp.int32)
     nxt = jnp.where(done, pad_token_id, nxt)
     tokens = tokens.at[:, step].set(nxt)
     done = done | (nxt == eos_token_id)
-    cache = {"k": kv["k"], "v": kv["v"], "segment_ids": cache["segment_ids"]}
-    return step + 1, tokens, cache, done
+    return step + 1, tokens, new_cache, done
 
   init = (jnp.int32(1), tokens, cache, done)
   steps, tokens, _, _ = jax.lax.while_loop(cond, body, init)
   return tokens, steps
+
+
+def greedy_generate(model, batch: dict, next_position: jax.Array,
+                    eos_token_id: jax.Array, pad_token_id: jax.Array, *,
+                    max_new_tokens: int, has_vision: bool,
+                    selection=None) -> tuple[jax.Array, jax.Array]:
+  """``prefill`` then ``decode`` (jit-compatible; all shapes static)."""
+  first, cache = prefill(model, batch, max_new_tokens=max_new_tokens,
+                         has_vision=has_vision, selection=selection)
+  return decode(model, first, cache, next_position, eos_token_id,
+                pad_token_id, max_new_tokens=max_new_tokens)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -137,10 +138,14 @@ class VisionLanguageModel:
     self._select_jit = jax.jit(
         self._select_impl,
         static_argnames=("size", "per_image", "method", "seed"))
-    self._generate_jit = jax.jit(
-        self._generate_impl,
+    # Prefill and decode are two programs so that prefill can be timed on
+    # its own (the reference's protocol); the cache stays on the device.
+    self._prefill_jit = jax.jit(
+        self._prefill_impl,
         static_argnames=("max_new_tokens", "has_vision", "size", "per_image",
                          "method", "seed"))
+    self._decode_jit = jax.jit(self._decode_impl,
+                               static_argnames=("max_new_tokens",))
 
   @property
   def dtype(self):
@@ -193,7 +198,7 @@ class VisionLanguageModel:
                                  has_vision=prep.has_vision)
       return ForwardOutput(np.asarray(logits)[:, :prep.seq_len],
                            prep.rope_deltas)
-    _check_method(method)
+    _check_method(method, per_image)
     k_token, k_row = selection_budgets(prep, budget, per_image)
     if not prep.has_vision:  # text only: nothing to select
       out = self.forward(input_ids, attention_mask)
@@ -219,16 +224,21 @@ class VisionLanguageModel:
         np.where(visual, np.asarray(soft)[:, :prep.seq_len], 0.0))
 
 
-  def _generate_impl(self, state, batch, next_position, eos, pad, k_token,
-                     k_row, *, max_new_tokens, has_vision, size, per_image,
-                     method, seed):
+  def _prefill_impl(self, state, batch, k_token, k_row, *, max_new_tokens,
+                    has_vision, size, per_image, method, seed):
     self.num_compiles += 1  # trace time only
     model = nnx.merge(self.graphdef, state)
     selection = None if size is None else (k_token, k_row, size, per_image,
                                            method, seed)
-    return generation.greedy_generate(
-        model, batch, next_position, eos, pad, max_new_tokens=max_new_tokens,
-        has_vision=has_vision, selection=selection)
+    return generation.prefill(model, batch, max_new_tokens=max_new_tokens,
+                              has_vision=has_vision, selection=selection)
+
+  def _decode_impl(self, state, first, cache, next_position, eos, pad, *,
+                   max_new_tokens):
+    self.num_compiles += 1  # trace time only
+    model = nnx.merge(self.graphdef, state)
+    return generation.decode(model, first, cache, next_position, eos, pad,
+                             max_new_tokens=max_new_tokens)
 
   def generate(self, input_ids, attention_mask=None, pixel_values=None,
                image_grid_thw=None, pixel_values_videos=None,
@@ -236,18 +246,25 @@ class VisionLanguageModel:
                budget=None, per_image: bool = False,
                method: str = "selector", seed: int = 0,
                max_new_tokens: int = 16, eos_token_id: int | None = None,
-               pad_token_id: int = 0, **unused) -> np.ndarray:
+               pad_token_id: int = 0, timings: dict | None = None,
+               **unused) -> np.ndarray:
     """Greedy decoding with a KV cache (see ``generation.py``).
 
     Prompts in a batch may be left- or right-padded. With ``budget`` the
     unselected visual tokens are dropped before the LLM; decode positions
     still continue from the uncompressed prompt.
 
+    Args:
+      timings: if a dict, receives ``prefill_ms`` (host preparation, vision
+        tower, selection, LLM prefill and lm_head, to the first token on
+        the host) and ``latency_ms`` (the whole call), device-synchronised.
+
     Returns:
       int32[B, n] new tokens, n <= max_new_tokens (the step at which every
       row has produced ``eos_token_id``); rows that finished earlier are
       padded with ``pad_token_id``.
     """
+    t_start = time.perf_counter()
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be a positive int, got "
                        f"{max_new_tokens!r}")
@@ -264,20 +281,31 @@ class VisionLanguageModel:
       if prep.has_vision:
         lengths = n_valid - prep.num_visual + k_row
         size = bucket(int(lengths.max()), self.seq_multiple)
-    _check_method(method)
+    _check_method(method, per_image)
     eos = -1 if eos_token_id is None else int(eos_token_id)
-    tokens, steps = self._generate_jit(
-        self.state, prep.arrays, next_position, np.int32(eos),
-        np.int32(pad_token_id), k_token, k_row,
+    first, cache = self._prefill_jit(
+        self.state, prep.arrays, k_token, k_row,
         max_new_tokens=max_new_tokens, has_vision=prep.has_vision,
         size=size, per_image=per_image, method=method, seed=int(seed))
-    return np.asarray(tokens)[:, :int(steps)]
+    if timings is not None:
+      first.block_until_ready()
+      timings["prefill_ms"] = 1e3 * (time.perf_counter() - t_start)
+    tokens, steps = self._decode_jit(
+        self.state, first, cache, next_position, np.int32(eos),
+        np.int32(pad_token_id), max_new_tokens=max_new_tokens)
+    out = np.asarray(tokens)[:, :int(steps)]
+    if timings is not None:
+      timings["latency_ms"] = 1e3 * (time.perf_counter() - t_start)
+    return out
 
 
-def _check_method(method: str) -> None:
+def _check_method(method: str, per_image: bool = False) -> None:
   from vselect_jax.selector.baselines import METHODS
   if method not in METHODS:
     raise ValueError(f"unknown selection method {method!r}; one of {METHODS}")
+  if method == "dart" and per_image:
+    raise ValueError("method 'dart' pools its pivots over the whole prompt; "
+                     "per_image budgets are not supported")
 
 
 def selection_budgets(prep, budget, per_image: bool

@@ -113,7 +113,8 @@ class TextModel(nnx.Module):
     return self.run(x, position_ids, segment_ids, remat=remat)[0]
 
   def run(self, x: jax.Array, position_ids: jax.Array, segment_ids: jax.Array,
-          *, remat: bool = False, cache: dict | None = None
+          *, remat: bool = False, cache: dict | None = None,
+          layers: tuple[int, int] | None = None, final_norm: bool = True
           ) -> tuple[jax.Array, dict]:
     """The decoder, also returning keys/values for a KV cache.
 
@@ -124,6 +125,9 @@ class TextModel(nnx.Module):
         ``{"k", "v": float[L, B, C, K, H], "segment_ids": int32[B, C],
         "index": int32[]}`` whose ``segment_ids`` already include the new
         tokens; the new tokens are written at ``index``.
+      layers: run only layers [start, stop) (methods that prune inside the
+        LLM run it in two stages); the cache then holds those layers.
+      final_norm: apply the final RMSNorm (off for a first stage).
 
     Returns:
       (hidden float[B, T, D] after the final norm, {"k", "v"} stacked over
@@ -133,9 +137,11 @@ class TextModel(nnx.Module):
     cos, sin = rope.mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta,
                                   cfg.mrope_section, x.dtype)
     ks, vs = [], []
-    for i, layer in enumerate(self.layers):
+    start, stop = layers or (0, len(self.layers))
+    for i in range(start, stop):
+      layer = self.layers[i]
       layer_cache = None if cache is None else {
-          "k": cache["k"][i], "v": cache["v"][i],
+          "k": cache["k"][i - start], "v": cache["v"][i - start],
           "segment_ids": cache["segment_ids"], "index": cache["index"]}
       if remat:
         # Pure-function checkpoint over the layer's state: the backward pass
@@ -148,4 +154,5 @@ class TextModel(nnx.Module):
         x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache)
       ks.append(k)
       vs.append(v)
-    return self.norm(x), {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+    return (self.norm(x) if final_norm else x), {"k": jnp.stack(ks),
+                                                 "v": jnp.stack(vs)}

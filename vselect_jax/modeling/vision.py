@@ -111,18 +111,21 @@ class VisionTransformer(nnx.Module):
     self.merger = PatchMerger(cfg, dtype=dtype, rngs=rngs)
 
   @jax.named_scope("vision")
-  def __call__(self, pixel_values: jax.Array, layout: dict[str, jax.Array]
-               ) -> jax.Array:
+  def __call__(self, pixel_values: jax.Array, layout: dict[str, jax.Array],
+               return_last_input: bool = False):
     """Encodes all images/frames of a batch.
 
     Args:
       pixel_values: float[num_patches_in, C] processor rows (any padding
         rows are never read).
       layout: the arrays of ``VisionLayout`` (P slots, M = P / 4).
+      return_last_input: also return the last block's input (VisionZip reads
+        that block's attention).
 
     Returns:
       float[M, E] merged tokens in raster order (concatenated items); rows
-      past ``num_merged`` are padding.
+      past ``num_merged`` are padding. With ``return_last_input`` also
+      (float[P, D] input of the last block in slot order, cos, sin).
     """
     cfg = self.config
     dtype = self.patch_embed.proj.kernel.dtype
@@ -131,10 +134,15 @@ class VisionTransformer(nnx.Module):
     cos, sin = rope.vision_cos_sin(layout["rot_pos"], cfg.head_dim,
                                    cfg.rope_theta)
     full = set(cfg.fullatt_block_indexes)
+    last_input = None
     for i, blk in enumerate(self.blocks):
+      if i == len(self.blocks) - 1:
+        last_input = x
       if i in full:
         x = blk(x, cos, sin, layout["frame_seg"], None)
       else:
         x = blk(x, cos, sin, layout["window_seg"], cfg.window_patches)
-    merged = self.merger(x)
-    return jnp.take(merged, layout["merged_index"], axis=0)
+    merged = jnp.take(self.merger(x), layout["merged_index"], axis=0)
+    if return_last_input:
+      return merged, (last_input, cos, sin)
+    return merged

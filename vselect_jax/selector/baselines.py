@@ -20,7 +20,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-METHODS = ("selector", "random", "uniform", "divprune")
+# Every ``method=``: the learned scorer, the pre-LLM baselines here and in
+# ``visionzip``, and the in-LLM ones of ``in_llm``.
+METHODS = ("selector", "random", "uniform", "divprune", "visionzip", "fastv",
+           "dart")
 
 
 def _rank_in_group(group: jax.Array) -> tuple[jax.Array, jax.Array]:

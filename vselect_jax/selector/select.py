@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from vselect_jax.selector import baselines
+from vselect_jax.selector import in_llm
 from vselect_jax.selector import topk as topk_lib
+from vselect_jax.selector import visionzip
 
 
 def visual_tokens_in_sequence(merged: jax.Array, visual_index: jax.Array
@@ -118,33 +120,11 @@ def gather_positions(x: jax.Array, keep_index: jax.Array, axis: int = 1
                                                  idx.shape), axis=2)
 
 
-def compressed_inputs(model, batch: dict, k_token: jax.Array,
-                      k_row: jax.Array, size: int, per_image: bool,
-                      method: str = "selector", seed: int = 0):
-  """Runs the vision tower and the scorer, and drops unselected tokens.
-
-  Kept tokens keep the M-RoPE ids of the uncompressed prompt.
-
-  Args:
-    model: the ``Qwen25VL`` module.
-    batch: prepared arrays (see ``inputs.prepare_batch``), with vision.
-    k_token: int32[B, T] the k of each visual token's group.
-    k_row: int32[B] total visual tokens kept per row (for the soft mask).
-    size: static compressed length Tc.
-    per_image: group by image instead of pooling the row.
-    method: "selector" (the learned scorer) or a baseline of
-      ``baselines.METHODS``.
-    seed: for ``random``.
-
-  Returns:
-    A dict: ``embeds`` float[B, Tc, D], ``position_ids`` int32[3, B, Tc],
-    ``segment_ids`` int32[B, Tc], ``keep_index`` int32[B, Tc] (rows packed
-    left, -1 padding), ``scores`` and ``soft_mask`` float32[B, T].
-  """
-  merged = model.visual(batch["pixel_values"], batch)
-  x = model.embed(batch["input_ids"], batch["visual_index"], merged)
+def _pre_llm_selection(model, batch, merged, x, group, k_token, k_row,
+                       method: str, seed: int, vision_extra):
+  """Selection before the LLM: (selected bool[B, T], scores, soft float32
+  [B, T], embeddings float[B, T, D] possibly merged)."""
   visual = batch["visual_index"] >= 0
-  group = batch["visual_item"] if per_image else jnp.where(visual, 0, -1)
   if method == "selector":
     scores, _ = score(model, merged, batch["visual_index"])
     selected = group_topk_mask(scores, group, k_token)
@@ -161,32 +141,149 @@ def compressed_inputs(model, batch: dict, k_token: jax.Array,
     tokens, _ = visual_tokens_in_sequence(merged, batch["visual_index"])
     selected, scores = baselines.divprune_mask(tokens, group, k_token)
     soft = jnp.where(visual, scores, 0.0)
+  elif method == "visionzip":
+    dominance, keys = visionzip.last_block_signals(model, *vision_extra,
+                                                   batch)
+    dom, _ = visual_tokens_in_sequence(dominance[:, None], batch[
+        "visual_index"])
+    keys, _ = visual_tokens_in_sequence(keys, batch["visual_index"])
+    scores = soft = dom[..., 0]
+    selected, x = visionzip.visionzip_select(scores, keys, x, group, k_token)
   else:
     raise ValueError(f"unknown selection method {method!r}; one of "
                      f"{baselines.METHODS}")
+  return selected, scores, soft, x
+
+
+def compressed_inputs(model, batch: dict, k_token: jax.Array,
+                      k_row: jax.Array, size: int, per_image: bool,
+                      method: str = "selector", seed: int = 0):
+  """Runs the vision tower and a pre-LLM selection, and drops unselected
+  tokens. Kept tokens keep the M-RoPE ids of the uncompressed prompt.
+
+  Args:
+    model: the ``Qwen25VL`` module.
+    batch: prepared arrays (see ``inputs.prepare_batch``), with vision.
+    k_token: int32[B, T] the k of each visual token's group.
+    k_row: int32[B] total visual tokens kept per row (for the soft mask).
+    size: static compressed length Tc.
+    per_image: group by image instead of pooling the row.
+    method: "selector" (the learned scorer) or a pre-LLM baseline
+      ("random", "uniform", "divprune", "visionzip").
+    seed: for ``random``.
+
+  Returns:
+    A dict: ``embeds`` float[B, Tc, D], ``position_ids`` int32[3, B, Tc],
+    ``segment_ids`` int32[B, Tc], ``keep_index`` int32[B, Tc] (rows packed
+    left, -1 padding), ``scores`` and ``soft_mask`` float32[B, T].
+  """
+  extra = None
+  if method == "visionzip":
+    merged, extra = model.visual(batch["pixel_values"], batch,
+                                 return_last_input=True)
+  else:
+    merged = model.visual(batch["pixel_values"], batch)
+  x = model.embed(batch["input_ids"], batch["visual_index"], merged)
+  visual = batch["visual_index"] >= 0
+  group = batch["visual_item"] if per_image else jnp.where(visual, 0, -1)
+  selected, scores, soft, x = _pre_llm_selection(
+      model, batch, merged, x, group, k_token, k_row, method, seed, extra)
   keep = select_keep(selected, visual, batch["segment_ids"] > 0, size)
   return {
       "embeds": gather_positions(x, keep),
       "position_ids": gather_positions(batch["position_ids"], keep, axis=2),
-      "segment_ids": jnp.where(
-          keep >= 0, gather_positions(batch["segment_ids"], keep), 0),
+      "segment_ids": _kept_segments(batch["segment_ids"], keep),
       "keep_index": keep, "scores": scores, "soft_mask": soft}
+
+
+def _kept_segments(segment_ids, keep):
+  return jnp.where(keep >= 0, gather_positions(segment_ids, keep), 0)
+
+
+def prune_layer(model) -> int:
+  """K for the in-LLM methods: 2 as the reference, or fewer in models with
+  fewer layers (at least one layer runs on each side)."""
+  n = len(model.model.layers)
+  if n < 2:
+    raise ValueError("in-LLM pruning needs an LLM with at least 2 layers")
+  return min(in_llm.PRUNE_LAYER, n - 1)
+
+
+def _in_llm_prefill(model, batch, k_token, k_row, size, per_image, method):
+  """FastV / DART: layers [0, K) on the full prompt, select, the rest on
+  the kept tokens (see ``in_llm``)."""
+  if method == "dart" and per_image:
+    raise ValueError("dart pools its pivots over the row; per_image is not "
+                     "supported")
+  merged = model.visual(batch["pixel_values"], batch)
+  x = model.embed(batch["input_ids"], batch["visual_index"], merged)
+  pos, seg = batch["position_ids"], batch["segment_ids"]
+  visual = batch["visual_index"] >= 0
+  n_layers = len(model.model.layers)
+  k_layer = prune_layer(model)
+  h_prev, kv_0 = model.model.run(x, pos, seg, layers=(0, k_layer - 1),
+                                 final_norm=False) if k_layer > 1 else (x,
+                                                                        None)
+  h, kv_1 = model.model.run(h_prev, pos, seg, layers=(k_layer - 1, k_layer),
+                            final_norm=False)
+  kv_a = kv_1 if kv_0 is None else {
+      n: jnp.concatenate([kv_0[n], kv_1[n]]) for n in ("k", "v")}
+  q, k = in_llm.layer_qk(model, k_layer - 1, h_prev, pos)
+  if method == "fastv":
+    scores = jnp.where(visual, in_llm.attention_received(q, k, seg), 0.0)
+    group = batch["visual_item"] if per_image else jnp.where(visual, 0, -1)
+    selected = group_topk_mask(jnp.where(visual, scores, -jnp.inf), group,
+                               k_token)
+  else:
+    key_norm = jnp.abs(k).sum(axis=(2, 3))
+    selected = in_llm.dart_mask(key_norm, model.model.norm(h), visual,
+                                seg > 0, k_row)
+    scores = jnp.where(visual, key_norm, 0.0)
+  keep = select_keep(selected, visual, seg > 0, size)
+  seg_c = _kept_segments(seg, keep)
+  pos_c = gather_positions(pos, keep, axis=2)
+  hidden, kv_b = model.model.run(gather_positions(h, keep), pos_c, seg_c,
+                                 layers=(k_layer, n_layers))
+  stages = [(kv_a, seg), (kv_b, seg_c)]
+  return hidden, stages, keep, scores, scores
+
+
+def compressed_prefill(model, batch: dict, k_token: jax.Array,
+                       k_row: jax.Array, size: int, per_image: bool,
+                       method: str = "selector", seed: int = 0):
+  """The prompt pass with selection, for any method.
+
+  Returns:
+    hidden float[B, Tc, D] (after the final norm), stages: a list of
+    ({"k", "v": [layers, B, len, K, H]}, segment_ids int32[B, len]) for
+    consecutive layer ranges (one for pre-LLM methods; FastV and DART keep
+    the full prompt in the layers below K), keep_index int32[B, Tc],
+    scores and soft_mask float32[B, T].
+  """
+  if method in in_llm.METHODS:
+    return _in_llm_prefill(model, batch, k_token, k_row, size, per_image,
+                           method)
+  c = compressed_inputs(model, batch, k_token, k_row, size, per_image,
+                        method, seed)
+  hidden, kv = model.model.run(c["embeds"], c["position_ids"],
+                               c["segment_ids"])
+  return (hidden, [(kv, c["segment_ids"])], c["keep_index"], c["scores"],
+          c["soft_mask"])
 
 
 def compressed_forward(model, batch: dict, k_token: jax.Array,
                        k_row: jax.Array, size: int, per_image: bool,
                        method: str = "selector", seed: int = 0):
-  """Inference with selection: drop unselected visual tokens before the LLM.
+  """Inference with selection: unselected visual tokens are dropped (before
+  the LLM, or inside it for FastV / DART).
 
   Returns:
     logits float32[B, Tc, V], keep_index int32[B, Tc], scores float32[B, T],
     soft_mask float32[B, T].
   """
-  c = compressed_inputs(model, batch, k_token, k_row, size, per_image,
-                        method, seed)
-  logits = model.head(model.model(c["embeds"], c["position_ids"],
-                                  c["segment_ids"]))
-  return logits, c["keep_index"], c["scores"], c["soft_mask"]
+  hidden, _, keep, scores, soft = compressed_prefill(
+      model, batch, k_token, k_row, size, per_image, method, seed)
+  return model.head(hidden), keep, scores, soft
 
 
 def training_forward(model, batch: dict, k_row: jax.Array, *,
