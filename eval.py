@@ -1,17 +1,133 @@
 """Evaluate on the VisionSelector benchmarks.
 
+    python eval.py run --model DIR --task chartqa --data chartqa.jsonl \
+        --budgets 1.0,0.3,0.2,0.1 --method selector --out results/
+    python eval.py sweep --model DIR --task chartqa --data chartqa.jsonl \
+        --methods selector,visionzip,divprune,random --budgets 1.0,0.5,0.3,0.2,0.1,0.05 --out results/
     python eval.py score --task chartqa --data chartqa.jsonl --predictions run/predictions.jsonl
     python eval.py convert --task docvqa --out data/ DocVQA/validation-*.parquet
 
-``score`` scores saved predictions without a model (metrics as the official
-scripts; summary.json written next to the predictions or in --out).
-``convert`` turns lmms-lab parquet files into the local JSONL + images
-format. (``run`` and ``sweep``, with a model, are not written yet.)
+``run`` generates with the model at each budget and writes, per (task,
+method, budget), ``<out>/<task>/<method>_<budget>/predictions.jsonl`` and
+``summary.json`` (metrics, timings, visual tokens, peak memory), and prints a
+table. ``sweep`` runs a grid of methods and budgets and adds ``sweep.md``,
+``sweep.csv`` and ``sweep.png``. ``score`` scores saved predictions without
+a model. ``convert`` turns lmms-lab parquet files into the local JSONL +
+images format. Budget ``none`` runs the uncompressed base model.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _budgets(text: str) -> list:
+  out = []
+  for part in text.split(","):
+    part = part.strip().lower()
+    if part in ("none", "orig"):
+      out.append(None)
+      continue
+    try:
+      b = float(part)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"budget {part!r} is not a number in (0, 1] or 'none'") from None
+    if not 0.0 < b <= 1.0:
+      raise argparse.ArgumentTypeError(f"budget {b} is not in (0, 1]")
+    out.append(b)
+  return out
+
+
+def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
+  from vselect_jax.eval import tasks
+  from vselect_jax.selector.baselines import METHODS
+  p.add_argument("--model", required=True,
+                 help="converted vselect-jax dir, HF dir or hub id")
+  p.add_argument("--tokenizer", default=None,
+                 help="tokenizer dir (default: --model)")
+  p.add_argument("--task", required=True, choices=sorted(tasks.TASKS))
+  p.add_argument("--data", required=True, help="the task's JSONL file")
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--budgets", type=_budgets, default=_budgets(
+      "1.0,0.5,0.3,0.2,0.1,0.05" if sweep else "1.0,0.3,0.2,0.1"))
+  if sweep:
+    p.add_argument("--methods", default="selector,random,uniform,divprune",
+                   help=f"comma-separated, from {','.join(METHODS)}")
+  else:
+    p.add_argument("--method", default="selector", choices=METHODS)
+    p.add_argument("--visualize", type=int, default=0, metavar="N",
+                   help="write selection pictures for the first N samples")
+  p.add_argument("--dtype", default="auto",
+                 choices=("auto", "float32", "bfloat16"),
+                 help="auto: float32 on CPU, bfloat16 on accelerators")
+  p.add_argument("--per-image", action="store_true",
+                 help="budget per image instead of pooled per sample")
+  p.add_argument("--limit", type=int, default=None,
+                 help="only the first N records")
+  p.add_argument("--seed", type=int, default=0, help="for --method random")
+  p.add_argument("--min-pixels", type=int, default=200704)
+  p.add_argument("--max-pixels", type=int, default=1605632)
+  p.add_argument("--jpeg-quality", type=int, default=75,
+                 help="JPEG round trip as the reference; 0 disables")
+  p.add_argument("--max-new-tokens", type=int, default=None,
+                 help="override the task's generation limit")
+  p.add_argument("--no-progress", action="store_true")
+
+
+def _load(args):
+  import jax
+  import vselect_jax
+  from transformers import AutoTokenizer
+  from vselect_jax.eval import runner
+  dtype = args.dtype
+  if dtype == "auto":
+    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  model = vselect_jax.from_pretrained(args.model, dtype=dtype)
+  # Conversion copies the tokenizer files next to the weights.
+  tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+  settings = runner.EvalSettings(
+      min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+      jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
+      seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens)
+  return model, tokenizer, settings
+
+
+def run_command(args) -> int:
+  import os
+  from vselect_jax.eval import runner, score
+  from vselect_jax.eval import sweep as sweep_lib
+  from vselect_jax.eval.records import EvalDataError
+  model, tokenizer, settings = _load(args)
+  try:
+    if args.command == "sweep":
+      methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+      rows = sweep_lib.run_sweep(model, tokenizer, args.task, args.data,
+                                 methods, args.budgets, args.out, settings,
+                                 progress=not args.no_progress)
+      print(sweep_lib.format_rows(rows, sweep_lib.headline_metric(args.task)))
+      print(f"wrote {os.path.join(args.out, args.task)}/sweep.md, "
+            "sweep.csv, sweep.png")
+      return 0
+    spec = runner.tasks_lib.get_task(args.task)
+    examples = runner.prepare_examples(tokenizer, spec, args.data, settings)
+    rows = []
+    for budget in args.budgets:
+      cell = os.path.join(args.out, args.task,
+                          f"{args.method}_{runner.budget_name(budget)}")
+      summary = runner.run_one(model, tokenizer, args.task, args.data, budget,
+                               args.method, cell, settings,
+                               visualize=args.visualize,
+                               progress=not args.no_progress,
+                               examples=examples)
+      print(score.format_table(summary))
+      print(f"wrote {cell}/predictions.jsonl, summary.json\n")
+      rows.append(sweep_lib.sweep_row(summary, args.task))
+    print(sweep_lib.format_rows(rows, sweep_lib.headline_metric(args.task)))
+  except EvalDataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
 
 
 def main(argv=None) -> int:
@@ -20,10 +136,15 @@ def main(argv=None) -> int:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   from vselect_jax.eval import lmms_convert, score
+  _add_model_args(sub.add_parser("run", help="evaluate at budgets"), False)
+  _add_model_args(sub.add_parser("sweep", help="methods x budgets grid"),
+                  True)
   score.add_score_args(sub.add_parser("score", help="score predictions"))
   lmms_convert.add_convert_args(sub.add_parser(
       "convert", help="lmms-lab parquet -> local JSONL + images"))
   args = parser.parse_args(argv)
+  if args.command in ("run", "sweep"):
+    return run_command(args)
   if args.command == "score":
     return score.run_score(args)
   return lmms_convert.run_convert(args)

@@ -20,29 +20,8 @@ def build_assets(cache: str = CACHE) -> dict:
   model_dir = os.path.join(cache, "model")
   data_dir = os.path.join(cache, "data")
   if not os.path.exists(os.path.join(model_dir, "config.json")):
-    import torch
-    from transformers import (Qwen2_5_VLConfig,
-                              Qwen2_5_VLForConditionalGeneration)
     from vselect_jax.data import testing
-    tok = testing.testing_tokenizer(model_dir)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in testing.SPECIAL}
-    torch.manual_seed(0)
-    cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=64,
-                         intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         rope_parameters={"rope_type": "default",
-                                          "mrope_section": [2, 3, 3],
-                                          "rope_theta": 1e6},
-                         bos_token_id=None, eos_token_id=ids["<|im_end|>"]),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128,
-                           num_heads=2, out_hidden_size=64,
-                           fullatt_block_indexes=[1], tokens_per_second=2),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
-    Qwen2_5_VLForConditionalGeneration(cfg).save_pretrained(model_dir)
+    testing.tiny_hf_model(model_dir)
   if not os.path.exists(os.path.join(data_dir, "synthetic.jsonl")):
     from vselect_jax.data.synthetic import write_synthetic_dataset
     write_synthetic_dataset(data_dir, 200, seed=0,

@@ -30,3 +30,36 @@ def testing_tokenizer(path: str, vocab_size: int = 400):
   os.makedirs(path, exist_ok=True)
   fast.save_pretrained(path)
   return fast
+
+
+def tiny_hf_model(path: str, *, hidden: int = 64, layers: int = 2,
+                  vision_depth: int = 2, seed: int = 0) -> str:
+  """Saves a tiny random HF Qwen2.5-VL with ``testing_tokenizer`` at
+  ``path`` (for tests and the demo; needs torch) and returns ``path``."""
+  import torch
+  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+  tok = testing_tokenizer(path)
+  ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
+  torch.manual_seed(seed)
+  half = hidden // 4 // 2            # rotary pairs per head (4 heads)
+  hw = half * 3 // 8                 # Qwen's 16/24/24 split, scaled
+  cfg = Qwen2_5_VLConfig(
+      text_config=dict(vocab_size=len(tok), hidden_size=hidden,
+                       intermediate_size=2 * hidden, num_hidden_layers=layers,
+                       num_attention_heads=4, num_key_value_heads=2,
+                       rope_parameters={
+                           "rope_type": "default",
+                           "mrope_section": [half - 2 * hw, hw, hw],
+                           "rope_theta": 1e6},
+                       bos_token_id=None, eos_token_id=ids["<|im_end|>"]),
+      vision_config=dict(depth=vision_depth, hidden_size=64,
+                         intermediate_size=128, num_heads=2,
+                         out_hidden_size=hidden,
+                         fullatt_block_indexes=[vision_depth - 1],
+                         tokens_per_second=2),
+      image_token_id=ids["<|image_pad|>"],
+      video_token_id=ids["<|video_pad|>"],
+      vision_start_token_id=ids["<|vision_start|>"],
+      vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True)
+  Qwen2_5_VLForConditionalGeneration(cfg).save_pretrained(path)
+  return path

@@ -1,0 +1,289 @@
+"""``eval.py run`` / ``sweep``: compressed generation on a benchmark file.
+
+For each (task, method, budget) the runner writes, under
+``<out>/<task>/<method>_<budget>/``::
+
+  predictions.jsonl   id, prediction, answers, visual_tokens_before/after,
+                      prefill_ms, latency_ms, peak_memory_bytes (GPU/TPU)
+  summary.json        the task's metrics (``score.score_predictions``),
+                      efficiency means and p50/p90, run settings
+
+Preprocessing follows the reference's evaluation (section 4.3 of its spec):
+each image is converted to RGB and round-tripped through JPEG at quality 75
+(as ``qwen_vl_utils.fetch_image`` does through base64), then resized with
+``smart_resize`` between 200704 and 1605632 pixels; the prompt is the
+official Qwen chat template with the system turn, all images first, then the
+task's text, and the assistant generation prompt. Decoding is greedy up to
+the task's ``max_new_tokens``, stopping at ``<|im_end|>``; the text is cut at
+the task's stop strings.
+
+Timings follow the reference's protocol on our two programs: ``prefill_ms``
+is host preparation + vision tower + selection + LLM prefill + lm_head up to
+the first token, ``latency_ms`` the whole ``generate``; both synchronised.
+A call that compiles a new program (the first of each bucket) is not timed:
+its timings are left out of the summary's statistics (``warmup_excluded``;
+its wall time is kept as ``first_call_ms``), unlike the reference's plain
+means (no compile there).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from vselect_jax.eval import records as records_lib
+from vselect_jax.eval import score as score_lib
+from vselect_jax.eval import tasks as tasks_lib
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "You are a helpful assistant."
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """How samples are prepared and run.
+
+  Attributes:
+    min_pixels, max_pixels: image area bounds (reference: 256 and 2048
+      merged tokens' worth).
+    jpeg_quality: JPEG round trip before resizing (reference: PIL's default
+      75); None skips it.
+    per_image: budget per image instead of pooled over the sample's images.
+    seed: for ``method="random"``.
+    limit: evaluate only the first ``limit`` records.
+    max_new_tokens: override the task's generation limit.
+  """
+  min_pixels: int = 200704
+  max_pixels: int = 1605632
+  jpeg_quality: int | None = 75
+  per_image: bool = False
+  seed: int = 0
+  limit: int | None = None
+  max_new_tokens: int | None = None
+
+
+def load_image(path: str, settings: EvalSettings) -> Image.Image:
+  """The image as the reference's evaluation sees it (RGB, JPEG round trip).
+
+  Raises:
+    records.EvalDataError: naming the file when it is missing or unreadable.
+  """
+  try:
+    with Image.open(path) as im:
+      im.load()
+      rgb = im.convert("RGB")
+  except (OSError, ValueError) as e:
+    raise records_lib.EvalDataError(f"cannot read image {path}: {e}") from e
+  if settings.jpeg_quality is None:
+    return rgb
+  buf = io.BytesIO()
+  rgb.save(buf, format="JPEG", quality=settings.jpeg_quality)
+  buf.seek(0)
+  with Image.open(buf) as im:
+    im.load()
+    return im.convert("RGB")
+
+
+@dataclasses.dataclass
+class Example:
+  """One prepared prompt (batch of one)."""
+  record: records_lib.EvalRecord
+  input_ids: np.ndarray                 # int32[1, L]
+  pixel_values: np.ndarray | None       # float32[P, 1176]
+  image_grid_thw: np.ndarray | None     # int64[I, 3]
+  images: list                          # the PIL images as preprocessed
+
+
+def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
+                    record: records_lib.EvalRecord,
+                    settings: EvalSettings) -> Example:
+  """Chat-templated token ids and pixels of one record."""
+  from vselect_jax.data import preprocess_image
+  pix, grids, images = [], [], []
+  for path in record.images:
+    im = load_image(path, settings)
+    p, g = preprocess_image(im, settings.min_pixels, settings.max_pixels)
+    pix.append(p)
+    grids.append(np.asarray(g).reshape(3))
+    images.append(im)
+  vision = "".join(
+      "<|vision_start|>" + "<|image_pad|>" * (int(np.prod(g)) // 4) +
+      "<|vision_end|>" for g in grids)
+  text = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
+          f"<|im_start|>user\n{vision}{tasks_lib.build_prompt(spec, record)}"
+          "<|im_end|>\n<|im_start|>assistant\n")
+  ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+  return Example(record, np.asarray([ids], np.int32),
+                 np.concatenate(pix) if pix else None,
+                 np.stack(grids) if grids else None, images)
+
+
+def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool
+                        ) -> tuple[int, int]:
+  """(before, after) selection for one sample."""
+  from vselect_jax.selector.budget import budget_to_k
+  if grids is None:
+    return 0, 0
+  per = [int(np.prod(g)) // 4 for g in grids]
+  if budget is None:
+    return sum(per), sum(per)
+  if per_image:
+    return sum(per), sum(budget_to_k(n, budget) for n in per)
+  return sum(per), budget_to_k(sum(per), budget)
+
+
+def peak_memory_bytes() -> int | None:
+  """Peak device memory in use (GPU/TPU); None where not reported (CPU)."""
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def budget_name(budget) -> str:
+  return "none" if budget is None else f"{float(budget):g}"
+
+
+def run_one(model, tokenizer, task: str, data_path: str, budget,
+            method: str, out_dir: str, settings: EvalSettings = EvalSettings(),
+            *, visualize: int = 0, progress: bool = True,
+            examples: Sequence[Example] | None = None) -> dict:
+  """Evaluates one (task, method, budget); writes and returns the summary.
+
+  Args:
+    model: a ``VisionLanguageModel``.
+    tokenizer: an HF tokenizer with the Qwen special tokens.
+    task: a ``tasks.TASKS`` name.
+    data_path: the task's JSONL file.
+    budget: fraction of visual tokens kept, or None for the base model.
+    method: "selector" or a baseline (``selector.baselines.METHODS``).
+    out_dir: this run's directory (created).
+    visualize: write selection pictures for the first N samples.
+    examples: prepared examples to reuse (a sweep prepares them once).
+  """
+  spec = tasks_lib.get_task(task)
+  if examples is None:
+    examples = prepare_examples(tokenizer, spec, data_path, settings)
+  os.makedirs(out_dir, exist_ok=True)
+  eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+  max_new = settings.max_new_tokens or spec.max_new_tokens
+  pred_path = os.path.join(out_dir, "predictions.jsonl")
+  warm = []
+  bar = _progress(len(examples), f"{task} {method} {budget_name(budget)}",
+                  progress)
+  with open(pred_path, "w") as f:
+    for i, ex in enumerate(examples):
+      timings = {}
+      compiles = model.num_compiles
+      tokens = model.generate(
+          ex.input_ids, pixel_values=ex.pixel_values,
+          image_grid_thw=ex.image_grid_thw, budget=budget, method=method,
+          per_image=settings.per_image, seed=settings.seed,
+          max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad,
+          timings=timings)
+      text = tokenizer.decode([t for t in tokens[0] if t not in (eos, pad)],
+                              skip_special_tokens=True)
+      text = tasks_lib.cut_at_stop(text, spec.stop).strip()
+      before, after = visual_token_counts(ex.image_grid_thw, budget,
+                                          settings.per_image)
+      # A call that traced a new program also compiled it: not timed.
+      first_of_shape = model.num_compiles != compiles
+      if first_of_shape:
+        warm.append(ex.record.id)
+      row = {"id": ex.record.id, "prediction": text,
+             "answers": list(ex.record.answers),
+             "visual_tokens_before": before, "visual_tokens_after": after,
+             "prefill_ms": None if first_of_shape else timings["prefill_ms"],
+             "latency_ms": None if first_of_shape else timings["latency_ms"],
+             "first_call_ms": timings["latency_ms"] if first_of_shape
+             else None}
+      mem = peak_memory_bytes()
+      if mem is not None:
+        row["peak_memory_bytes"] = mem
+      f.write(json.dumps(row) + "\n")
+      if i < visualize:
+        _visualize(model, ex, budget, method, settings,
+                   os.path.join(out_dir, "visualize"), task)
+      bar.update(1)
+  bar.close()
+  summary = score_lib.score_predictions(task, data_path, pred_path,
+                                        allow_missing=settings.limit
+                                        is not None)
+  summary.update({
+      "method": method, "budget": budget,
+      "settings": dataclasses.asdict(settings),
+      "warmup_excluded": len(warm),
+  })
+  with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
+    json.dump(summary, f, indent=2)
+    f.write("\n")
+  return summary
+
+
+def prepare_examples(tokenizer, spec, data_path: str,
+                     settings: EvalSettings) -> list[Example]:
+  recs = records_lib.load_records(data_path, spec.required_fields)
+  if settings.limit is not None:
+    recs = recs[:settings.limit]
+  return [prepare_example(tokenizer, spec, r, settings) for r in recs]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+  if enabled:
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc)
+
+  class _Null:
+    def update(self, n):
+      pass
+
+    def close(self):
+      pass
+  return _Null()
+
+
+def token_maps(model, ex: Example, budget, method: str,
+               settings: EvalSettings) -> list[tuple]:
+  """Per image: (importance float[N_i], kept bool[N_i]) over its merged
+  tokens in raster order. Importance is the selector's soft top-k mask
+  (what the reference visualises) or the baseline's own signal."""
+  out = model.forward(ex.input_ids, pixel_values=ex.pixel_values,
+                      image_grid_thw=ex.image_grid_thw,
+                      budget=1.0 if budget is None else budget,
+                      method=method, per_image=settings.per_image,
+                      seed=settings.seed)
+  ids = ex.input_ids[0]
+  visual = np.flatnonzero(ids == model.config.image_token_id)
+  signal = out.soft_mask if method == "selector" else out.scores
+  imp = signal[0, visual]
+  kept_pos = set(int(p) for p in out.keep_index[0] if p >= 0)
+  kept = np.array([int(p) in kept_pos for p in visual])
+  maps, start = [], 0
+  for g in ex.image_grid_thw:
+    n = int(np.prod(g)) // 4
+    maps.append((imp[start:start + n], kept[start:start + n]))
+    start += n
+  return maps
+
+
+def _visualize(model, ex: Example, budget, method, settings, out_dir, task):
+  from vselect_jax.eval import visualize
+  os.makedirs(out_dir, exist_ok=True)
+  if ex.image_grid_thw is None:
+    return
+  for j, ((imp, kept), im, g) in enumerate(zip(
+      token_maps(model, ex, budget, method, settings), ex.images,
+      ex.image_grid_thw)):
+    if int(g[0]) != 1:
+      continue  # videos are not drawn
+    name = f"{task}_{ex.record.id}_{method}_{budget_name(budget)}_{j}.png"
+    visualize.render_selection(
+        im, (int(g[1]), int(g[2])), imp, kept, os.path.join(out_dir, name),
+        title=f"{method} @ {budget_name(budget)}: {ex.record.id}")
