@@ -24,9 +24,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "v5e": 197e12,
-         "v5p": 459e12, "v4": 275e12, "v6e": 918e12}
-
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
@@ -99,21 +96,11 @@ def main(argv=None) -> int:
     times.append(time.perf_counter() - t)
   dt = float(np.median(times))
 
-  # FLOPs: 2 * params * tokens per matmul pass (+ attention).
-  d, f, hq, hk = txt.hidden_size, txt.intermediate_size, 16, 2
-  hd = d // hq
-  layer = 2 * d * (d + 2 * hk * hd) + 2 * d * d + 3 * 2 * d * f
-  text_fwd = length * args.text_layers * layer + 2 * length * d * txt.vocab_size
-  text_fwd += args.text_layers * 4 * samples * stride ** 2 * d / 2  # causal
-  dv, fv = vis.hidden_size, vis.intermediate_size
-  patches = samples * 256
-  vlayer = 2 * dv * 3 * dv + 2 * dv * dv + 3 * 2 * dv * fv
-  vis_fwd = patches * args.vision_layers * vlayer + patches * 4 * 64 * dv
-  flops = vis_fwd + 3 * text_fwd  # fwd + remat fwd + activation backward
+  from vselect_jax.training import flops as flops_lib
+  flops = flops_lib.batch_flops(cfg, batch)
   achieved = flops / dt
-  peak = args.peak_tflops * 1e12 if args.peak_tflops else next(
-      (v for k_, v in PEAKS.items() if k_ in jax.devices()[0].device_kind),
-      None)
+  peak = (args.peak_tflops * 1e12 if args.peak_tflops else
+          flops_lib.peak_flops(jax.devices()[0].device_kind))
   mfu = f"{100 * achieved / peak:.1f}%" if peak else "n/a (peak unknown)"
   print(f"step {dt * 1e3:.0f} ms, {flops / 1e12:.2f} TFLOP/step, "
         f"{achieved / 1e12:.3f} TFLOP/s, MFU {mfu}, loss {float(m['loss']):.3f}")

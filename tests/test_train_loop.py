@@ -1,6 +1,7 @@
 """Training loop: loss goes down, resume after preemption is exact, the
 sharded step equals the single-device step, parameters shard as the rules
 say."""
+import json
 import os
 import signal
 
@@ -76,6 +77,12 @@ def test_resume_after_preemption_is_exact(model_dir, tmp_path):
   assert os.path.exists(tmp_path / "b" / "scorer.safetensors")
   lines = open(tmp_path / "a" / "metrics.jsonl").read().splitlines()
   assert len(lines) == 6
+  logged = json.loads(lines[-1])
+  for key in ("loss", "ce", "bce", "reg_weight", "lr", "grad_norm",
+              "kept_fraction", "tokens_per_s", "tflops_per_s"):
+    assert np.isfinite(logged[key]), key
+  assert logged["tflops_per_s"] > 0
+  assert "mfu" not in logged  # no known peak on CPU
 
 
 def _one_step(model, mesh):

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from vselect_jax import sharding as shard_lib
 from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.training import batch as batch_lib
+from vselect_jax.training import flops as flops_lib
 from vselect_jax.training import optim
 from vselect_jax.training import step as step_lib
 from vselect_jax.training.checkpointing import Checkpointer
@@ -133,6 +134,7 @@ def train(config, workdir: str,
                    out_shardings=(sh, None), donate_argnums=0)
 
   pi, pc = jax.process_index(), jax.process_count()
+  peak = flops_lib.peak_flops(jax.devices()[0].device_kind)
   if make_iterator is None:
     from vselect_jax.data import make_train_iterator_from_config
     make_iterator = make_train_iterator_from_config
@@ -177,6 +179,10 @@ def train(config, workdir: str,
         t_last = time.perf_counter()
         last = {k: float(v) for k, v in metrics.items()}
         tokens = float(np.asarray(raw["segment_ids"] > 0).sum()) * pc * accum
+        achieved = flops_lib.batch_flops(cfg, raw) * pc * accum / max(dt, 1e-9)
+        last.update(tflops_per_s=achieved / 1e12)
+        if peak is not None:
+          last.update(mfu=achieved / (peak * jax.device_count()))
         last.update(step_time_s=dt, tokens_per_s=tokens / max(dt, 1e-9),
                     lr=float(optim.learning_rate_schedule(
                         config.optim.lr, total,
