@@ -132,3 +132,31 @@ def test_bad_budget_is_refused(setup, capsys):
                    "--data", data, "--budgets", "0.5,1.5", "--out",
                    str(root / "o2")])
   assert "1.5" in capsys.readouterr().err
+
+
+def test_sweep_every_method_and_pictures(setup):
+  model_dir, data, root = setup
+  out = str(root / "sweep")
+  methods = "selector,random,uniform,divprune,visionzip,fastv,dart"
+  rc = eval_cli.main(["sweep", "--model", model_dir, "--task", "chartqa",
+                      "--data", data, "--methods", methods, "--budgets",
+                      "1.0,0.5", "--out", out, "--max-new-tokens", "2",
+                      "--no-progress"] + SMALL)
+  assert rc == 0
+  task_dir = os.path.join(out, "chartqa")
+  lines = open(os.path.join(task_dir, "sweep.md")).read().splitlines()
+  assert len(lines) == 2 + 7 * 2
+  assert os.path.getsize(os.path.join(task_dir, "sweep.png")) > 0
+  for m in methods.split(","):
+    preds = _read(os.path.join(task_dir, f"{m}_0.5", "predictions.jsonl"))
+    assert [p["visual_tokens_after"] for p in preds] == [
+        max(1, int(p["visual_tokens_before"] * 0.5)) for p in preds]
+  # Pictures for any method, one per image of the first N samples.
+  for m in ("selector", "visionzip", "fastv"):
+    rc = eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
+                        "--data", data, "--budgets", "0.5", "--method", m,
+                        "--visualize", "2", "--out", str(root / "vis"),
+                        "--max-new-tokens", "1", "--no-progress"] + SMALL)
+    assert rc == 0
+    pngs = os.listdir(root / "vis" / "chartqa" / f"{m}_0.5" / "visualize")
+    assert sorted(pngs) == [f"chartqa_q{i}_{m}_0.5_0.png" for i in (0, 1)]

@@ -274,7 +274,7 @@ def token_maps(model, ex: Example, budget, method: str,
 
 
 def _visualize(model, ex: Example, budget, method, settings, out_dir, task):
-  from vselect_jax.eval import visualize
+  from vselect_jax.eval import pictures
   os.makedirs(out_dir, exist_ok=True)
   if ex.image_grid_thw is None:
     return
@@ -284,6 +284,6 @@ def _visualize(model, ex: Example, budget, method, settings, out_dir, task):
     if int(g[0]) != 1:
       continue  # videos are not drawn
     name = f"{task}_{ex.record.id}_{method}_{budget_name(budget)}_{j}.png"
-    visualize.render_selection(
+    pictures.render_selection(
         im, (int(g[1]), int(g[2])), imp, kept, os.path.join(out_dir, name),
         title=f"{method} @ {budget_name(budget)}: {ex.record.id}")

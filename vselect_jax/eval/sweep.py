@@ -39,7 +39,7 @@ def run_sweep(model, tokenizer, task: str, data_path: str,
               progress: bool = True) -> list[dict]:
   """Runs every (method, budget), writes the table and plot; returns the
   rows."""
-  from vselect_jax.eval import visualize
+  from vselect_jax.eval import sweep_report
   spec = tasks_lib.get_task(task)
   examples = runner.prepare_examples(tokenizer, spec, data_path, settings)
   task_dir = os.path.join(out_dir, task)
@@ -53,10 +53,10 @@ def run_sweep(model, tokenizer, task: str, data_path: str,
                                examples=examples)
       rows.append(sweep_row(summary, task))
   metric = headline_metric(task)
-  visualize.write_sweep_table(rows, os.path.join(task_dir, "sweep.md"),
+  sweep_report.write_sweep_table(rows, os.path.join(task_dir, "sweep.md"),
                               os.path.join(task_dir, "sweep.csv"),
                               metric_name=metric)
-  visualize.plot_sweep(rows, os.path.join(task_dir, "sweep.png"),
+  sweep_report.plot_sweep(rows, os.path.join(task_dir, "sweep.png"),
                        metric_name=metric)
   return rows
 
