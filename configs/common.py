@@ -24,6 +24,12 @@ def base_config() -> ml_collections.ConfigDict:
   # "step", "constant_start", "constant_end" for ablations.
   c.reg = ml_collections.ConfigDict(dict(start=0.1, end=2.0, shape="linear"))
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  # What trains (the reference's tune_* flags). Only the scorer by default;
+  # backbone parts without the compressor train on plain CE with every
+  # visual token, and the run ends with an HF checkpoint in <workdir>/hf.
+  c.train_parts = ml_collections.ConfigDict(dict(
+      tune_mm_vision=False, tune_mm_mlp=False, tune_mm_llm=False,
+      tune_compressor=True))
 
   c.data = ml_collections.ConfigDict()
   c.data.mixture = "chartqa,coco%10,ocr_vqa"

@@ -286,8 +286,24 @@ def compressed_forward(model, batch: dict, k_token: jax.Array,
   return model.head(hidden), keep, scores, soft
 
 
+def full_forward(model, batch: dict, *, remat: bool = True,
+                 vision_grad: bool = False) -> jax.Array:
+  """All tokens through the model (backbone training): float32[B, T, V].
+
+  ``vision_grad``: let gradients into the vision tower and merger."""
+  merged = encode_images(model, batch)
+  if not vision_grad:
+    merged = jax.lax.stop_gradient(merged)
+  tokens, visual = visual_tokens_in_sequence(merged, batch["visual_index"])
+  x = model.model.embed_tokens(batch["input_ids"])
+  x = jnp.where(visual[..., None], tokens.astype(x.dtype), x)
+  hidden = model.model(x, batch["position_ids"], batch["segment_ids"],
+                       remat=remat)
+  return model.head(hidden)
+
+
 def training_forward(model, batch: dict, k_row: jax.Array, *,
-                     remat: bool = True):
+                     remat: bool = True, vision_grad: bool = False):
   """Training path: the soft mask scales the visual tokens; none dropped.
 
   Args:
@@ -296,12 +312,16 @@ def training_forward(model, batch: dict, k_row: jax.Array, *,
       packed samples per row.
     k_row: int32[B] visual tokens to keep per row (the pooled top-k).
     remat: rematerialise LLM layers in the backward pass.
+    vision_grad: let gradients into the vision tower and merger (off: they
+      are frozen and their output is stop-gradiented).
 
   Returns:
     logits float32[B, T, V], soft float32[B, T], hard float32[B, T],
     bce float32 scalar (mean over valid visual tokens, logs clamped at -100).
   """
-  merged = jax.lax.stop_gradient(encode_images(model, batch))  # frozen
+  merged = encode_images(model, batch)
+  if not vision_grad:
+    merged = jax.lax.stop_gradient(merged)  # frozen
   scores, visual = score(model, merged, batch["visual_index"])
   soft = topk_lib.soft_topk(scores, k_row, visual)
   k_token = jnp.where(visual, k_row[:, None], 0)

@@ -123,13 +123,14 @@ def train(config, workdir: str,
       clip_norm=config.optim.clip_norm, grad_accum=accum)
   reg = optim.reg_weight_schedule(config.reg.start, config.reg.end, total,
                                   config.reg.get("shape", "linear"))
-  graphdef, state = step_lib.init_state(model.module, tx)
+  parts = step_lib.Parts.from_config(config)
+  graphdef, state = step_lib.init_state(model.module, tx, parts)
   sh = state_shardings(state, mesh)
   state = jax.device_put(state, sh)
   compute = config.get("compute_dtype", None)
   step_fn = step_lib.make_train_step(
       graphdef, tx, reg, grad_accum=accum, remat=config.get("remat", True),
-      compute_dtype=jnp.dtype(compute) if compute else None)
+      compute_dtype=jnp.dtype(compute) if compute else None, parts=parts)
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 
@@ -210,18 +211,34 @@ def train(config, workdir: str,
     if bar is not None:
       bar.close()
   if int(state.step) >= total:
-    # Every process joins the gather (the scorer may be sharded across
-    # hosts); process 0 writes the PyTorch-layout file.
-    from jax.experimental import multihost_utils
-    from conversion import export_scorer
-    pure = multihost_utils.process_allgather(state.trainable.to_pure_dict(),
-                                             tiled=True)
-    if pi == 0:
-      export_scorer.write_tensors(
-          export_scorer.scorer_tensors(pure),
-          os.path.join(workdir, "scorer.safetensors"),
-          config.get("export_dtype", "bfloat16"))
+    _export(state, graphdef, parts, cfg, config, workdir, pi)
   return {"state": state, "metrics": last, "preempted": preempted.flag}
+
+
+def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
+  """The trained scorer as ``scorer.safetensors`` (PyTorch layout), and,
+  when backbone parts trained, the whole model as an HF checkpoint in
+  ``<workdir>/hf``. Every process joins the gathers (parameters may be
+  sharded across hosts); process 0 writes."""
+  from flax import nnx
+  from jax.experimental import multihost_utils
+  from conversion import export_hf, export_scorer
+  dtype = config.get("export_dtype", "bfloat16")
+  if parts.tune_compressor:
+    pure = multihost_utils.process_allgather(
+        state.trainable.to_pure_dict(), tiled=True)
+    if pi == 0:
+      export_scorer.write_tensors(export_scorer.scorer_tensors(pure),
+                                  os.path.join(workdir, "scorer.safetensors"),
+                                  dtype)
+  if parts.tune_mm_vision or parts.tune_mm_mlp or parts.tune_mm_llm:
+    model = nnx.merge(graphdef, state.trainable, state.frozen)
+    pure = multihost_utils.process_allgather(
+        nnx.state(model, nnx.Param).to_pure_dict(), tiled=True)
+    if pi == 0:
+      export_hf.export_hf(pure, cfg, config.model_path,
+                          os.path.join(workdir, "hf"), dtype,
+                          include_scorer=parts.tune_compressor)
 
 
 def _data_state(data):

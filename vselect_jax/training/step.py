@@ -1,10 +1,15 @@
-"""The scorer-training step: a pure function of (state, batch), jitted once.
+"""The training step: a pure function of (state, batch), jitted once.
 
-Only the scorer trains (``TRAINABLE``: parameters under
+By default only the scorer trains (``TRAINABLE``: parameters under
 ``visual.importance_scorer``); vision tower, merger and LLM are frozen (the
 tower's output is stop-gradiented; the LLM is rematerialised, since the CE
 gradient must flow back through it into the soft mask). Loss, as the
 reference: token-mean CE + w(step) * BCE(soft, hard).
+
+``Parts`` holds the reference's switches (``tune_mm_vision``,
+``tune_mm_mlp``, ``tune_mm_llm``, ``tune_compressor``), so the same step
+also trains a backbone: without the compressor it is plain next-token CE on
+all visual tokens, with gradients into whichever parts are trainable.
 """
 from __future__ import annotations
 
@@ -21,6 +26,54 @@ from vselect_jax.selector import select
 TRAINABLE = nnx.All(nnx.Param, nnx.PathContains("importance_scorer"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Which parts train (the reference's ``tune_*`` flags).
+
+  Attributes:
+    tune_mm_vision: patch embedding and vision blocks.
+    tune_mm_mlp: the patch merger.
+    tune_mm_llm: the LLM (embeddings, layers, norm, head).
+    tune_compressor: the importance scorer, with the selection loss.
+  """
+  tune_mm_vision: bool = False
+  tune_mm_mlp: bool = False
+  tune_mm_llm: bool = False
+  tune_compressor: bool = True
+
+  @classmethod
+  def from_config(cls, config) -> "Parts":
+    """From ``config.train_parts`` (a mapping), defaults where absent."""
+    given = dict(config.get("train_parts", None) or {})
+    unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown train_parts keys {sorted(unknown)}; known: "
+                       f"{[f.name for f in dataclasses.fields(cls)]}")
+    return cls(**{k: bool(v) for k, v in given.items()})
+
+  @property
+  def vision_trains(self) -> bool:
+    return self.tune_mm_vision or self.tune_mm_mlp
+
+  def filter(self):
+    """An NNX filter selecting the trainable parameters."""
+    if not any(dataclasses.astuple(self)):
+      raise ValueError("train_parts: nothing to train")
+
+    def trainable(path, value) -> bool:
+      if not isinstance(value, nnx.Param):
+        return False
+      keys = [str(p) for p in path]
+      if keys[0] == "visual":
+        if "importance_scorer" in keys:
+          return self.tune_compressor
+        if "merger" in keys:
+          return self.tune_mm_mlp
+        return self.tune_mm_vision
+      return self.tune_mm_llm
+    return trainable
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
@@ -31,14 +84,16 @@ class TrainState:
   micro_step: jax.Array  # completed micro-batches (int32 scalar)
 
 
-def split_model(model) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-  """(graphdef, trainable scorer state, frozen rest)."""
-  return nnx.split(model, TRAINABLE, ...)
+def split_model(model, parts: Parts = Parts()
+                ) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+  """(graphdef, trainable state, frozen rest)."""
+  return nnx.split(model, parts.filter(), ...)
 
 
-def init_state(model, tx: optax.GradientTransformation
-               ) -> tuple[nnx.GraphDef, TrainState]:
-  graphdef, trainable, frozen = split_model(model)
+def init_state(model, tx: optax.GradientTransformation,
+               parts: Parts = Parts()) -> tuple[nnx.GraphDef, TrainState]:
+  """Trainable parameters get float32 master copies and optimizer state."""
+  graphdef, trainable, frozen = split_model(model, parts)
   trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)
   return graphdef, TrainState(trainable, frozen, tx.init(trainable),
                               jnp.int32(0), jnp.int32(0))
@@ -62,7 +117,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array,
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     reg_weight: Callable, *, grad_accum: int = 1,
-                    remat: bool = True, compute_dtype=None):
+                    remat: bool = True, compute_dtype=None,
+                    parts: Parts = Parts()):
   """Builds ``step(state, batch, k_row) -> (state, metrics)``.
 
   Args:
@@ -71,18 +127,26 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     reg_weight: schedule of the BCE weight over optimizer steps.
     grad_accum: micro-batches per optimizer step (for the step counter).
     remat: rematerialise LLM layers.
-    compute_dtype: cast the scorer to this dtype for the forward (bf16 on
-      accelerators); its float32 master copy is what the optimizer updates.
+    compute_dtype: cast the trainable parameters to this dtype for the
+      forward (bf16 on accelerators); their float32 master copies are what
+      the optimizer updates.
+    parts: what trains (must match ``init_state``).
   """
 
   def loss_fn(trainable, frozen, batch, k_row, w):
     if compute_dtype is not None:
       trainable = jax.tree.map(lambda x: x.astype(compute_dtype), trainable)
     model = nnx.merge(graphdef, trainable, frozen)
-    logits, soft, hard, bce = select.training_forward(
-        model, batch, k_row, remat=remat)
-    ce, n_tokens = cross_entropy(logits, batch["labels"])
     visual = batch["visual_index"] >= 0
+    if not parts.tune_compressor:  # backbone training: all visual tokens
+      logits = select.full_forward(model, batch, remat=remat,
+                                   vision_grad=parts.vision_trains)
+      ce, n_tokens = cross_entropy(logits, batch["labels"])
+      return ce, {"ce": ce, "supervised_tokens": n_tokens,
+                  "visual_tokens": visual.sum(), "reg_weight": w}
+    logits, soft, hard, bce = select.training_forward(
+        model, batch, k_row, remat=remat, vision_grad=parts.vision_trains)
+    ce, n_tokens = cross_entropy(logits, batch["labels"])
     n_vis = jnp.maximum(visual.sum(), 1)
     metrics = {
         "ce": ce, "bce": bce, "reg_weight": w,
