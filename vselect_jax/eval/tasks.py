@@ -257,6 +257,11 @@ def _score_pope(records, predictions):
 
 # ------------------------------------------------------------------- table
 
+def _exact_match(prediction: str, record: EvalRecord) -> float:
+  norm = lambda x: x.strip().rstrip(".").strip().lower()
+  return float(norm(prediction) in {norm(a) for a in record.answers})
+
+
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("docvqa", "docvqa_val", "lmms-lab/DocVQA:DocVQA", "validation",
              32, SHORT_ANSWER, (), (), ("anls",),
@@ -290,6 +295,10 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("mme", "mme", "lmms-lab/MME", "test", 16, SHORT_ANSWER, (),
              ("category",), ("perception", "cognition"), _prompt_mme,
              _score_mme),
+    # vselect-jax's synthetic world (data/world.py): exact match.
+    TaskSpec("world", "", "vselect_jax.data.world", "test", 4, SHORT_ANSWER,
+             (), (), ("accuracy",), _prompt_plain(SHORT_ANSWER),
+             _score_mean("accuracy", _exact_match, breakdown="category")),
     TaskSpec("pope", "pope", "lmms-lab/POPE", "test", 128, SHORT_ANSWER, (),
              (), ("accuracy", "precision", "recall", "f1", "yes_ratio"),
              _prompt_pope, _score_pope),
