@@ -11,6 +11,7 @@ every host runs this same command (``tpu_scripts/launch.sh``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -42,10 +43,12 @@ def main(argv):
     config = config.prepare()
   result = loop.train(config, _WORKDIR.value)
   if jax.process_index() == 0:
-    print(f"trained to step {int(result['state'].step)}; "
-          f"metrics: {_WORKDIR.value}/metrics.jsonl, tensorboard: "
-          f"{_WORKDIR.value}/tensorboard, scorer: "
-          f"{_WORKDIR.value}/scorer.safetensors")
+    wd = _WORKDIR.value
+    written = [f"metrics: {wd}/metrics.jsonl", f"tensorboard: {wd}/tensorboard"]
+    for what, name in (("scorer", "scorer.safetensors"), ("HF model", "hf")):
+      if os.path.exists(os.path.join(wd, name)):
+        written.append(f"{what}: {wd}/{name}")
+    print(f"trained to step {int(result['state'].step)}; " + ", ".join(written))
 
 
 if __name__ == "__main__":
