@@ -50,6 +50,34 @@ def test_filters_follow_the_flags(model_dir):
     step_lib.Parts.from_config({"train_parts": {"tune_llm": True}})
 
 
+def test_packed_rows_match_hf_sample_by_sample(model_dir):
+  """The backbone-training forward on packed rows (several samples and
+  images per row, grids that do and don't divide the window) gives each
+  sample the logits HF gives it alone."""
+  from transformers import Qwen2_5_VLForConditionalGeneration
+
+  from vselect_jax.selector import select
+  model = vselect_jax.from_pretrained(model_dir)
+  hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+      model_dir, torch_dtype=torch.float32).eval()
+  raw = packed_batch(7, rows=2)
+  ours = np.asarray(select.full_forward(
+      model.module, batch_lib.prepare_train_batch(model.config, raw)))
+  for r in range(2):
+    offset = 0
+    for s in range(int(raw["num_images"][r])):
+      grid = raw["image_grid_thw"][r, s]
+      n = int(np.prod(grid))
+      tokens = raw["segment_ids"][r] == s + 1
+      ref = hf_tiny.hf_logits(
+          hf, input_ids=raw["input_ids"][r][tokens][None].astype(np.int64),
+          pixel_values=raw["pixel_values"][r, offset:offset + n],
+          image_grid_thw=grid[None].astype(np.int64))[0]
+      offset += n
+      np.testing.assert_allclose(ours[r][tokens], ref, atol=2e-5,
+                                 err_msg=f"row {r} sample {s}")
+
+
 def test_backbone_step_lowers_ce_and_keeps_the_rest(model_dir):
   model = vselect_jax.from_pretrained(model_dir)
   parts = step_lib.Parts(tune_mm_llm=True, tune_mm_mlp=True,
