@@ -33,9 +33,15 @@ def testing_tokenizer(path: str, vocab_size: int = 400):
 
 
 def tiny_hf_model(path: str, *, hidden: int = 64, layers: int = 2,
-                  vision_depth: int = 2, seed: int = 0) -> str:
+                  vision_depth: int = 2, seed: int = 0,
+                  initializer_range: float = 0.02) -> str:
   """Saves a tiny random HF Qwen2.5-VL with ``testing_tokenizer`` at
-  ``path`` (for tests and the demo; needs torch) and returns ``path``."""
+  ``path`` (for tests and the demo; needs torch) and returns ``path``.
+
+  ``initializer_range`` is HF's init std; 0.02 suits wide models, a model
+  this narrow trained from scratch learns attention much sooner with
+  ~1/sqrt(width).
+  """
   import torch
   from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
   tok = testing_tokenizer(path)
@@ -51,12 +57,14 @@ def tiny_hf_model(path: str, *, hidden: int = 64, layers: int = 2,
                            "rope_type": "default",
                            "mrope_section": [half - 2 * hw, hw, hw],
                            "rope_theta": 1e6},
-                       bos_token_id=None, eos_token_id=ids["<|im_end|>"]),
+                       bos_token_id=None, eos_token_id=ids["<|im_end|>"],
+                       initializer_range=initializer_range),
       vision_config=dict(depth=vision_depth, hidden_size=64,
                          intermediate_size=128, num_heads=2,
                          out_hidden_size=hidden,
                          fullatt_block_indexes=[vision_depth - 1],
-                         tokens_per_second=2),
+                         tokens_per_second=2,
+                         initializer_range=initializer_range),
       image_token_id=ids["<|image_pad|>"],
       video_token_id=ids["<|video_pad|>"],
       vision_start_token_id=ids["<|vision_start|>"],

@@ -31,7 +31,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = ("color", "shape", "higher", "count")
 SIZES = ((224, 224), (280, 224), (224, 336), (336, 336), (448, 280),
          (280, 448))
@@ -169,7 +169,10 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
         rid = f"world_{split}_{i:06d}"
         if split == "train":
           rec = {"id": rid, "image": rel, "conversations": [
-              {"from": "human", "value": "<image>\n" + q + POST},
+              # No newline after <image>: the evaluation prompt puts the
+              # question right after <|vision_end|>, and a model trained
+              # from scratch on this world alone is not robust to the gap.
+              {"from": "human", "value": "<image>" + q + POST},
               {"from": "gpt", "value": a}]}
         else:
           rec = {"id": rid, "image": rel, "question": q, "answers": [a],
