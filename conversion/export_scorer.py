@@ -13,8 +13,8 @@ and adds those tensors as an extra shard registered in
 code and plain ``transformers`` load without re-initialising them.
 
 ``--src`` is any Orbax checkpoint (a converted dir's ``params/`` or a training
-checkpoint) whose tree holds an ``importance_scorer`` subtree, or a converted
-directory.
+checkpoint) whose tree holds an ``importance_scorer`` subtree, a converted
+directory, or a ``scorer.safetensors`` (what ``train.py`` writes).
 """
 from __future__ import annotations
 
@@ -49,9 +49,20 @@ def _find_scorer(tree):
 
 
 def load_scorer(src: str) -> dict[str, np.ndarray]:
-  """Returns the scorer as HF-named torch-layout float32 arrays."""
+  """Returns the scorer as HF-named torch-layout float32 arrays, from an
+  Orbax checkpoint / converted dir or a ``scorer.safetensors`` written by
+  ``train.py`` or this module."""
   import orbax.checkpoint as ocp
   src = os.path.abspath(src)
+  if os.path.isfile(src) and src.endswith(".safetensors"):
+    tensors = {n: np.asarray(load(), np.float32)
+               for n, _, load in iter_tensors(src)}
+    want = {f"{PREFIX}{p}.{w}" for p in ("k_proj", "q_proj")
+            for w in ("weight", "bias")}
+    if set(tensors) != want:
+      raise KeyError(f"{src}: expected the scorer tensors {sorted(want)}, "
+                     f"found {sorted(tensors)}")
+    return tensors
   candidates = [os.path.join(src, "params"), src]
   tree = None
   errors = []

@@ -124,3 +124,28 @@ def test_export_errors(tmp_path, capsys):
   assert export_scorer.main(["--src", str(tmp_path / "nope"), "--dst",
                              str(tmp_path / "x.safetensors")]) == 1
   assert "no Orbax checkpoint" in capsys.readouterr().err
+
+
+def test_merge_from_the_scorer_file_train_py_writes(converted, tmp_path):
+  a = tmp_path / "scorer.safetensors"
+  export_scorer.main(["--src", str(converted / "jax"), "--dst", str(a),
+                      "--dtype", "float32"])
+  assert export_scorer.main(["--src", str(a), "--merge-into",
+                             str(converted / "hf"), "--dst",
+                             str(tmp_path / "m"), "--dtype", "float32"]) == 0
+  want = export_scorer.load_scorer(str(converted / "jax"))
+  got = vselect_jax.from_pretrained(str(tmp_path / "m"))
+  scorer = got.module.visual.importance_scorer
+  np.testing.assert_array_equal(
+      np.asarray(scorer.q_proj.kernel.get_value()).T,
+      want["visual.importance_scorer.q_proj.weight"])
+  np.testing.assert_array_equal(
+      np.asarray(scorer.k_proj.bias.get_value()),
+      want["visual.importance_scorer.k_proj.bias"])
+  # A safetensors file that is not a scorer is refused by name.
+  from conversion.safetensors_io import save_file
+  bad = tmp_path / "bad.safetensors"
+  save_file({"visual.importance_scorer.q_proj.weight":
+             np.zeros((2, 2), np.float32)}, str(bad))
+  with pytest.raises(KeyError, match="expected the scorer tensors"):
+    export_scorer.load_scorer(str(bad))
