@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench venv clean
+.PHONY: demo pipeline-demo test bench venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The paper's table in miniature: a small Qwen2.5-VL trained from scratch on
+# a synthetic world, then the scorer, then every method at every budget.
 demo: $(VENV)/.installed
-	$(PY) -m vselect_jax.demo --workdir demo_out
+	$(PY) -m vselect_jax.world_demo --workdir demo_out
+
+# Convert -> forward at budgets -> a few scorer steps, in about a minute.
+pipeline-demo: $(VENV)/.installed
+	$(PY) -m vselect_jax.demo --workdir demo_out/pipeline
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
