@@ -11,10 +11,12 @@ sweep. Assets (a random-init model with the offline test tokenizer, the
 world's train/test splits) are built and cached under
 ``$VSELECT_CACHE/world`` (default ``.cache/world``).
 
-The world is the ``color`` kind only: in our CPU budget (~10 minutes of
-stage 1) the from-scratch backbone learns colour to 100% but shape only to
-50% (chance 33%) and higher/count not at all (README, "A world where the
-selector can be seen to learn").
+The world asks for the colour of a circle, half the time among grey
+distractors (``color``) and half the time among brightly coloured ones in
+other hues (``busy``, where the evidence is not the most salient thing). In
+our CPU budget (~10 minutes of stage 1) the from-scratch backbone learns
+colour but shape only to 50% (chance 33%) and higher/count not at all
+(README, "The synthetic world").
 """
 import os
 
@@ -24,7 +26,7 @@ CACHE = os.path.join(os.environ.get("VSELECT_CACHE", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache")),
                      "world")
 TRAIN, TEST = 4000, 400
-KINDS = ("color",)
+KINDS = ("color", "busy")
 # 36 to 64 merged tokens per image: at 0.2 about 7 to 13 are kept.
 SIZES = ((168, 168), (196, 168), (168, 196), (224, 224))
 MIN_PIXELS, MAX_PIXELS = 168 * 168, 224 * 224   # images are used as drawn
@@ -34,7 +36,8 @@ MODEL = dict(hidden=128, layers=3, vision_depth=2, initializer_range=0.06)
 
 
 def build_assets(cache: str = CACHE, num_train: int = TRAIN,
-                 num_test: int = TEST, sizes=SIZES, model=None) -> dict:
+                 num_test: int = TEST, sizes=SIZES, model=None,
+                 kinds=KINDS) -> dict:
   """The random-init model and the world's splits (cached in ``cache``)."""
   from vselect_jax.data import testing
   from vselect_jax.data.world import write_world
@@ -44,7 +47,7 @@ def build_assets(cache: str = CACHE, num_train: int = TRAIN,
   if not os.path.exists(os.path.join(model_dir, "config.json")):
     testing.tiny_hf_model(model_dir, **model)
   world = write_world(os.path.join(cache, "data"), num_train, num_test,
-                      seed=0, sizes=sizes, kinds=KINDS)
+                      seed=0, sizes=sizes, kinds=kinds)
   return {"model": model_dir, "registry": {"world": world["train"]},
           "test": world["test"]}
 

@@ -97,9 +97,25 @@ def test_small_targets_and_balanced_answers():
 
 
 def test_world_task_exact_match(tmp_path):
-  out = world.write_world(str(tmp_path), 0, 4, seed=0)
+  n = len(world.KINDS)
+  out = world.write_world(str(tmp_path), 0, n, seed=0)
   recs = records.load_records(out["test"])
-  preds = [r.answers[0].upper() + "." for r in recs[:3]] + ["nope"]
+  preds = [r.answers[0].upper() + "." for r in recs[:-1]] + ["nope"]
   res = tasks.score_task("world", recs, preds)
-  assert res.metrics["accuracy"] == pytest.approx(0.75)
+  assert res.metrics["accuracy"] == pytest.approx((n - 1) / n)
   assert set(res.details["accuracy_by_category"]) == set(world.KINDS)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_busy_kind_has_salient_distractors_but_one_answer_colour(seed):
+  rng = np.random.default_rng(seed)
+  img, q, answer, box = world.make_world_sample(rng, "busy", (224, 224))
+  arr = np.asarray(img).astype(int)
+  cy, cx = (box[1] + box[3]) // 2, (box[0] + box[2]) // 2
+  np.testing.assert_array_equal(arr[cy, cx], world.COLORS[answer])
+  present = {name for name, c in world.COLORS.items()
+             if (np.abs(arr - c).sum(-1) == 0).sum() > 20}
+  assert present == {answer}
+  hues = sum((np.abs(arr - c).sum(-1) == 0).sum() > 20
+             for c in world.DISTRACTOR_COLORS)
+  assert hues >= 1 and q == "What color is the circle?"

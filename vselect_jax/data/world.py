@@ -14,6 +14,10 @@ and the few pixels the question is about:
           red/blue.
   count   "How many red dots are there?"   one to four small red dots among
           grey ones; answer one/two/three/four.
+  busy    "What color is the circle?"   as ``color``, but two to four of the
+          distractors are brightly coloured in other hues (purple, cyan,
+          pink, orange): the evidence is no longer the most salient thing
+          in the image, so saliency and diversity heuristics can miss it.
 
 Objects are 28-42 px, so the evidence sits in a handful of tokens and
 dropping the wrong 80% of tokens loses it. ``write_world`` writes a train
@@ -31,12 +35,15 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-FORMAT_VERSION = 2
-KINDS = ("color", "shape", "higher", "count")
+FORMAT_VERSION = 3
+KINDS = ("color", "shape", "higher", "count", "busy")
 SIZES = ((224, 224), (280, 224), (224, 336), (336, 336), (448, 280),
          (280, 448))
 COLORS = {"red": (215, 35, 35), "green": (30, 160, 50),
           "blue": (35, 70, 215), "yellow": (225, 190, 20)}
+# Hues of the busy kind's distractors, never an answer.
+DISTRACTOR_COLORS = ((140, 60, 170), (40, 190, 200), (240, 120, 180),
+                     (240, 130, 30))
 SHAPES = ("circle", "square", "triangle")
 NUMBERS = ("one", "two", "three", "four")
 POST = "\nAnswer the question using a single word or phrase."
@@ -87,17 +94,20 @@ def make_world_sample(rng: np.random.Generator, kind: str,
   taken: list = []
   side = lambda: int(rng.integers(28, 43))
   targets = []
-  if kind == "color":
+  evidence = []       # (shape, box, colour), drawn last so never covered
+  busy = 0
+  if kind in ("color", "busy"):
     answer = list(COLORS)[rng.integers(len(COLORS))]
     targets.append(_place(rng, size, side(), taken))
-    _draw(d, "circle", targets[0], COLORS[answer])
+    evidence.append(("circle", targets[0], COLORS[answer]))
     question = "What color is the circle?"
     distract = ("square", "triangle")
+    busy = int(rng.integers(2, 5)) if kind == "busy" else 0
   elif kind == "shape":
     answer = SHAPES[rng.integers(len(SHAPES))]
     color = list(COLORS)[rng.integers(len(COLORS))]
     targets.append(_place(rng, size, side(), taken))
-    _draw(d, answer, targets[0], COLORS[color])
+    evidence.append((answer, targets[0], COLORS[color]))
     question = "What shape is the colored object?"
     distract = SHAPES
   elif kind == "higher":
@@ -107,8 +117,8 @@ def make_world_sample(rng: np.random.Generator, kind: str,
       b = (b[0], min(h - 23, b[1] + 12), b[2], min(h - 1, b[3] + 12))
     hi, lo = (a, b) if a[1] < b[1] else (b, a)
     other = "blue" if answer == "red" else "red"
-    d.ellipse(hi, fill=COLORS[answer])
-    d.ellipse(lo, fill=COLORS[other])
+    evidence += [("circle", hi, COLORS[answer]),
+                 ("circle", lo, COLORS[other])]
     targets += [hi, lo]
     question = "Which mark is higher, red or blue?"
     distract = ("square", "triangle")
@@ -117,12 +127,18 @@ def make_world_sample(rng: np.random.Generator, kind: str,
     answer = NUMBERS[n - 1]
     for _ in range(n):
       targets.append(_place(rng, size, 20, taken))
-      d.ellipse(targets[-1], fill=COLORS["red"])
+      evidence.append(("circle", targets[-1], COLORS["red"]))
     question = "How many red dots are there?"
     distract = ("circle",)
-  for _ in range(int(rng.integers(2, 6))):
+  for _ in range(busy):
+    hue = DISTRACTOR_COLORS[rng.integers(len(DISTRACTOR_COLORS))]
+    _draw(d, distract[rng.integers(len(distract))],
+          _place(rng, size, side(), taken), hue)
+  for _ in range(int(rng.integers(2, 6)) - busy // 2):
     _draw(d, distract[rng.integers(len(distract))],
           _place(rng, size, side(), taken), _grey(rng))
+  for shape, box, color in evidence:
+    _draw(d, shape, box, color)
   box = (min(t[0] for t in targets), min(t[1] for t in targets),
          max(t[2] for t in targets), max(t[3] for t in targets))
   return img, question, answer, box
