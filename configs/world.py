@@ -14,7 +14,7 @@ world's train/test splits) are built and cached under
 The world asks for the colour of a circle, half the time among grey
 distractors (``color``) and half the time among brightly coloured ones in
 other hues (``busy``, where the evidence is not the most salient thing). In
-our CPU budget (~10 minutes of stage 1) the from-scratch backbone learns
+our CPU budget (~7 minutes of stage 1) the from-scratch backbone learns
 colour but shape only to 50% (chance 33%) and higher/count not at all
 (README, "The synthetic world").
 """
