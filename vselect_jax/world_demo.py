@@ -121,9 +121,11 @@ def main(argv=None) -> int:
     print(sweep.format_rows(rows, "accuracy"))
   with open(os.path.join(args.workdir, "tables.json"), "w") as f:
     json.dump(tables, f, indent=1)
-  print(f"\n{time.perf_counter() - t0:.0f} s; table: {args.workdir}/sweep/world/sweep.md, plot: "
-        f"{args.workdir}/sweep/world/sweep.png, pictures: "
-        f"{args.workdir}/pictures/visualize/")
+  where = os.path.join(args.workdir, "sweep", "world")
+  print(f"\n{time.perf_counter() - t0:.0f} s; table: {where}/sweep.md, "
+        f"plot: {where}/sweep.png, pictures: "
+        f"{args.workdir}/pictures/visualize/, all tables: "
+        f"{args.workdir}/tables.json")
   return 0
 
 
