@@ -15,7 +15,6 @@ import json
 import os
 
 import numpy as np
-
 import pytest
 
 from configs import world as world_cfg
@@ -31,7 +30,7 @@ def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
   when every supervised token is the argmax."""
   import jax.numpy as jnp
   from vselect_jax.data import make_train_iterator_from_config
-  from vselect_jax.data.world import POST
+  from vselect_jax.data.world import training_record
   from vselect_jax.selector.select import training_forward
   from vselect_jax.training import batch as batch_lib
   from vselect_jax.training.loop import rows_k
@@ -40,10 +39,8 @@ def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
   with open(test_jsonl) as f, open(train_format, "w") as out:
     for line in f:
       r = json.loads(line)
-      out.write(json.dumps({"id": r["id"], "image": r["image"],
-                            "conversations": [
-          {"from": "human", "value": "<image>" + r["question"] + POST},
-          {"from": "gpt", "value": r["answers"][0]}]}) + "\n")
+      out.write(json.dumps(training_record(
+          r["id"], r["image"], r["question"], r["answers"][0])) + "\n")
   config.data.registry = {"world": {"annotation": train_format,
                                     "root": root}}
   data = make_train_iterator_from_config(config, 0, 1)

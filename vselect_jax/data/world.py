@@ -144,6 +144,17 @@ def make_world_sample(rng: np.random.Generator, kind: str,
   return img, question, answer, box
 
 
+def training_record(rid: str, image: str, question: str,
+                    answer: str) -> dict:
+  """One sample in the LLaVA/Cambrian training schema."""
+  # No newline after <image>: the evaluation prompt puts the question right
+  # after <|vision_end|>, and a model trained from scratch on this world
+  # alone is not robust to the gap.
+  return {"id": rid, "image": image, "conversations": [
+      {"from": "human", "value": "<image>" + question + POST},
+      {"from": "gpt", "value": answer}]}
+
+
 def _manifest(seed, num_train, num_test, sizes, kinds) -> dict:
   return {"format_version": FORMAT_VERSION, "seed": seed,
           "num_train": num_train, "num_test": num_test,
@@ -184,12 +195,7 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
         img.save(os.path.join(out_dir, rel))
         rid = f"world_{split}_{i:06d}"
         if split == "train":
-          rec = {"id": rid, "image": rel, "conversations": [
-              # No newline after <image>: the evaluation prompt puts the
-              # question right after <|vision_end|>, and a model trained
-              # from scratch on this world alone is not robust to the gap.
-              {"from": "human", "value": "<image>" + q + POST},
-              {"from": "gpt", "value": a}]}
+          rec = training_record(rid, rel, q, a)
         else:
           rec = {"id": rid, "image": rel, "question": q, "answers": [a],
                  "category": kind, "target_box": list(box)}
