@@ -41,7 +41,7 @@ def _budgets(text: str) -> list:
 
 def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   from vselect_jax.eval import tasks
-  from vselect_jax.selector.baselines import METHODS
+  from vselect_jax import methods
   p.add_argument("--model", required=True,
                  help="converted vselect-jax dir, HF dir or hub id")
   p.add_argument("--tokenizer", default=None,
@@ -53,9 +53,9 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
       "1.0,0.5,0.3,0.2,0.1,0.05" if sweep else "1.0,0.3,0.2,0.1"))
   if sweep:
     p.add_argument("--methods", default="selector,random,uniform,divprune",
-                   help=f"comma-separated, from {','.join(METHODS)}")
+                   help=f"comma-separated, from {','.join(methods.names())}")
   else:
-    p.add_argument("--method", default="selector", choices=METHODS)
+    p.add_argument("--method", default="selector", choices=methods.names())
     p.add_argument("--visualize", type=int, default=0, metavar="N",
                    help="write selection pictures for the first N samples")
   p.add_argument("--dtype", default="auto",

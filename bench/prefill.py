@@ -63,19 +63,7 @@ def _median_ms(fn, reps: int) -> float:
 def device_prefill(model, ids, pix, grid, budget, reps: int) -> float:
   """Median seconds of the prefill program alone on device-resident inputs
   (no host preparation or transfer), as the reference's in-forward timer."""
-  import jax
-  from vselect_jax.inputs import prepare_batch
-  from vselect_jax.modeling.buckets import bucket
-  from vselect_jax.pretrained import selection_budgets
-  prep = prepare_batch(model.config, ids, None, pix, grid,
-                       seq_multiple=model.seq_multiple)
-  k_token, k_row = selection_budgets(prep, budget, False)
-  n = prep.arrays["segment_ids"].sum(1) - prep.num_visual + k_row
-  size = bucket(int(n.max()), model.seq_multiple)
-  dev = jax.device_put((prep.arrays, k_token, k_row))
-  fn = lambda: model._prefill_jit(
-      model.state, *dev, max_new_tokens=1, has_vision=True, size=size,
-      per_image=False, method="selector", seed=0)[0]
+  fn = model.prefill_program(model.prepare(ids, None, pix, grid), budget)
   return _median_ms(fn, reps) / 1e3
 
 
@@ -84,7 +72,7 @@ def breakdown(model, cfg, ids, pix, grid, reps: int) -> None:
   import jax
   import jax.numpy as jnp
   from flax import nnx
-  from vselect_jax.inputs import prepare_batch
+  from vselect_jax.host.inputs import prepare_batch
 
   prep_ms = _median_ms(lambda: prepare_batch(
       cfg, ids, None, pix, grid, seq_multiple=model.seq_multiple), reps)
@@ -92,16 +80,19 @@ def breakdown(model, cfg, ids, pix, grid, reps: int) -> None:
                        seq_multiple=model.seq_multiple)
   dev = {k: jnp.asarray(v) for k, v in prep.arrays.items()}
   put_ms = _median_ms(lambda: jax.device_put(prep.arrays), reps)
+  from vselect_jax import forward as forward_lib
   # Weights are passed as arguments (not closed over: no constant folding).
-  vis_fn = jax.jit(lambda st, b: nnx.merge(model.graphdef, st).visual(
-      b["pixel_values"], b))
+  vis_fn = jax.jit(lambda st, b: forward_lib.encode(
+      nnx.merge(model.graphdef, st), b))
   vis_ms = _median_ms(lambda: vis_fn(model.state, dev), reps)
   merged = vis_fn(model.state, dev)
 
   @jax.jit
   def llm(st, b, merged):
     module = nnx.merge(model.graphdef, st)
-    x = module.embed(b["input_ids"], b["visual_index"], merged)
+    tokens, visual = forward_lib.place(merged, b["visual_index"])
+    x = jnp.where(visual[..., None], tokens,
+                  module.model.embed_tokens(b["input_ids"]))
     h = module.model(x, b["position_ids"], b["segment_ids"])
     return module.head(h[:, -1:])
   llm_ms = _median_ms(lambda: llm(model.state, dev, merged), reps)

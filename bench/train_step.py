@@ -42,7 +42,7 @@ def main(argv=None) -> int:
   from bench.forward import append_result, machine
   from vselect_jax.config import TextConfig, VisionConfig, VLMConfig
   from vselect_jax.modeling.vlm import Qwen25VL
-  from vselect_jax.training import batch as batch_lib
+  from vselect_jax.host import train_batch as batch_lib
   from vselect_jax.training import loop, optim
   from vselect_jax.training import step as step_lib
 

@@ -34,12 +34,12 @@ AUX_FILES = (
 def convert(src: str, dst: str, dtype: str = "bfloat16", *,
             progress: bool = True, overwrite: bool = False) -> dict:
   """Converts ``src`` into ``dst``; returns a summary dict."""
-  from vselect_jax import model_io
+  from vselect_jax.checkpoint import converted as model_io
   from vselect_jax.config import VLMConfig
-  from vselect_jax.pretrained import (SCORER_PATH, abstract_model,
-                                      expected_shapes, resolve_dtype,
-                                      resolve_path)
-  from conversion.hf_loader import read_hf_params
+  from vselect_jax.loading import (SCORER_PATH, abstract_model,
+                                   expected_shapes, resolve_dtype,
+                                   resolve_path)
+  from vselect_jax.checkpoint.hf_reader import read_hf_params
 
   jdtype = resolve_dtype(dtype)
   src = resolve_path(src)

@@ -14,8 +14,8 @@ import shutil
 import ml_dtypes
 import numpy as np
 
-from conversion import key_map
-from conversion.safetensors_io import save_file
+from vselect_jax.checkpoint import key_map
+from vselect_jax.checkpoint.safetensors_io import save_file
 from vselect_jax.config import VLMConfig
 
 _WEIGHT_FILES = (".safetensors", ".bin", ".pt", "model.safetensors.index.json",

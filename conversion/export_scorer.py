@@ -28,7 +28,7 @@ import tempfile
 import ml_dtypes
 import numpy as np
 
-from conversion.safetensors_io import iter_tensors, save_file
+from vselect_jax.checkpoint.safetensors_io import iter_tensors, save_file
 
 PREFIX = "visual.importance_scorer."
 SCORER_FILE = "model-visionselector-scorer.safetensors"

@@ -7,13 +7,13 @@ import pytest
 import vselect_jax
 from tests import hf_tiny
 from tests.hf_tiny import IMAGE
-from vselect_jax.selector import baselines
+from vselect_jax.methods import divprune, random, uniform
 
 
 def test_uniform_is_evenly_spaced():
   group = np.array([[-1] + [0] * 10 + [-1] + [1] * 4], np.int32)
   k = np.where(group == 0, 3, np.where(group == 1, 2, 0)).astype(np.int32)
-  sel = np.asarray(baselines.uniform_mask(group, k))[0]
+  sel = np.asarray(uniform.uniform_mask(group, k))[0]
   # group 0: floor(i * 10 / 3) = 0, 3, 6; group 1: floor(i * 4 / 2) = 0, 2
   np.testing.assert_array_equal(np.flatnonzero(sel), [1, 4, 7, 12, 14])
 
@@ -26,7 +26,7 @@ def test_divprune_picks_the_diverse_points():
   tokens = pts[None]
   group = np.zeros((1, 5), np.int32)
   k = np.full((1, 5), 3, np.int32)
-  sel, imp = baselines.divprune_mask(tokens, group, k)
+  sel, imp = divprune.divprune_mask(tokens, group, k)
   sel, imp = np.asarray(sel)[0], np.asarray(imp)[0]
   assert sel.sum() == 3 and sel[4]
   assert sel[:2].sum() == 1 and sel[2:4].sum() == 1
@@ -34,9 +34,9 @@ def test_divprune_picks_the_diverse_points():
 
 
 def test_random_depends_on_the_seed_only():
-  a = np.asarray(baselines.random_scores(3, (2, 7)))
-  np.testing.assert_array_equal(a, baselines.random_scores(3, (2, 7)))
-  assert not np.array_equal(a, baselines.random_scores(4, (2, 7)))
+  a = np.asarray(random.random_scores(3, (2, 7)))
+  np.testing.assert_array_equal(a, random.random_scores(3, (2, 7)))
+  assert not np.array_equal(a, random.random_scores(4, (2, 7)))
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ from tests import hf_tiny
 from tests.hf_tiny import IMAGE
 import jax.numpy as jnp
 
-from vselect_jax.inputs import prepare_batch
-from vselect_jax.selector import in_llm, select, visionzip
+from vselect_jax.host.inputs import prepare_batch
+from vselect_jax import forward as forward_lib
+from vselect_jax.methods import dart, fastv, visionzip
+from vselect_jax.modeling.attention import attention_received
 
 
 def _received_numpy(q, k, seg, causal):
@@ -39,8 +41,7 @@ def test_attention_received_matches_dense_numpy(causal):
   q = rng.standard_normal((2, 16, 4, 8)).astype(np.float32)
   k = rng.standard_normal((2, 16, 2, 8)).astype(np.float32)
   seg = np.array([[1] * 9 + [2] * 5 + [0] * 2, [0] * 3 + [1] * 13], np.int32)
-  got = np.asarray(in_llm.attention_received(q, k, seg, chunk=4,
-                                             causal=causal))
+  got = np.asarray(attention_received(q, k, seg, chunk=4, causal=causal))
   np.testing.assert_allclose(got, _received_numpy(q, k, seg, causal),
                              rtol=1e-5, atol=1e-5)
   # Each valid query hands out one unit of attention.
@@ -59,12 +60,12 @@ def test_dart_pivots_and_least_similar():
   visual = np.zeros((1, 10), bool)
   visual[0, 2:8] = True
   valid = np.ones((1, 10), bool)
-  sel = np.asarray(in_llm.dart_mask(key_norm, emb, visual, valid,
+  sel = np.asarray(dart.dart_mask(key_norm, emb, visual, valid,
                                     np.array([5], np.int32)))[0]
   np.testing.assert_array_equal(np.flatnonzero(sel), [2, 3, 4, 5, 7])
   # k = 2: two image pivots, nothing else; k = 6: every visual token.
   for k, expect in ((2, [2, 3]), (6, [2, 3, 4, 5, 6, 7])):
-    sel = np.asarray(in_llm.dart_mask(key_norm, emb, visual, valid,
+    sel = np.asarray(dart.dart_mask(key_norm, emb, visual, valid,
                                       np.array([k], np.int32)))[0]
     np.testing.assert_array_equal(np.flatnonzero(sel), expect)
 
@@ -132,7 +133,7 @@ def test_fastv_ranks_like_hf_attention_weights(models):
   hf, jx = models
   rng = np.random.default_rng(1)
   ids, pix, grids = _inputs(rng, [[1, 6, 10]])
-  layer = select.prune_layer(jx.module) - 1   # the signal's layer
+  layer = fastv.prune_layer(jx.module) - 1   # the signal's layer
   hf.set_attn_implementation("eager")
   with torch.no_grad():
     att = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(pix),
@@ -191,13 +192,12 @@ def test_in_llm_decode_uses_both_cache_stages(models, method):
   kept = kept[kept >= 0]
   tokens = jx.generate(ids, **kw, max_new_tokens=4)[0]
   m = jx.module
-  k_layer = select.prune_layer(m)
+  k_layer = fastv.prune_layer(m)
   for step in range(len(tokens)):
     longer = np.concatenate([ids, tokens[None, :step]], axis=1)
     prep = prepare_batch(jx.config, longer, None, pix, grids)
     b = {n: jnp.asarray(v) for n, v in prep.arrays.items()}
-    x = m.embed(b["input_ids"], b["visual_index"],
-                m.visual(b["pixel_values"], b))
+    x = forward_lib.embed_inputs(m, b)[0]
     h, _ = m.model.run(x, b["position_ids"], b["segment_ids"],
                        layers=(0, k_layer), final_norm=False)
     idx = np.concatenate([kept, ids.shape[1] + np.arange(step)])

@@ -9,8 +9,8 @@ import vselect_jax
 from tests import hf_tiny
 from tests.hf_tiny import IMAGE, VIDEO
 from vselect_jax.config import VisionConfig
-from vselect_jax.modeling.rope_index import get_rope_index
-from vselect_jax.modeling.vision_layout import build_vision_layout
+from vselect_jax.host.rope_index import get_rope_index
+from vselect_jax.host.vision_layout import build_vision_layout
 
 GRIDS = [[[1, 6, 10]], [[1, 8, 8]], [[1, 16, 8], [2, 6, 4]],
          [[1, 2, 2], [1, 10, 14], [3, 8, 12]]]
@@ -64,7 +64,7 @@ def tiny(tmp_path_factory):
 
 def test_vision_tower_matches_hf(tiny):
   hf, jx = tiny
-  from vselect_jax.inputs import prepare_batch
+  from vselect_jax.host.inputs import prepare_batch
   rng = np.random.default_rng(0)
   grids = [[1, 10, 14], [2, 8, 12]]
   pix = np.concatenate([hf_tiny.pixels(rng, g) for g in grids])
@@ -74,7 +74,8 @@ def test_vision_tower_matches_hf(tiny):
   ids = np.concatenate([hf_tiny.block(IMAGE, g) for g in grids])[None]
   prep = prepare_batch(jx.config, ids, pixel_values=pix,
                        image_grid_thw=np.array(grids))
-  ours = np.asarray(jx.module.visual(prep.arrays["pixel_values"], prep.arrays))
+  from vselect_jax.forward import encode
+  ours = np.asarray(encode(jx.module, prep.arrays))[0]
   err = np.abs(ours[:ref.shape[0]] - ref).max()
   assert err < 1e-5, err
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import vselect_jax
 from conversion import convert_hf
-from conversion.safetensors_io import checkpoint_files, iter_tensors
+from vselect_jax.checkpoint.safetensors_io import checkpoint_files, iter_tensors
 from tests import hf_tiny
 from tests.hf_tiny import IMAGE
 

@@ -20,7 +20,7 @@ from vselect_jax.data.records import (build_mixture, confined_path,
                                       parse_mixture)
 from vselect_jax.data.sample import SampleBuilder
 from vselect_jax.data.synthetic import write_synthetic_dataset
-from vselect_jax.modeling.rope_index import get_rope_index
+from vselect_jax.host.rope_index import get_rope_index
 
 GOOD = 40
 

@@ -7,7 +7,7 @@ import torch
 import vselect_jax
 from tests import hf_tiny
 from tests.hf_tiny import IMAGE, VIDEO
-from vselect_jax.modeling.rope_index import get_rope_index
+from vselect_jax.host.rope_index import get_rope_index
 
 NEW = 10
 

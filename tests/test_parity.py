@@ -83,7 +83,7 @@ def test_long_video_with_released_model_positions(pair):
   grid = [4, 4, 6]
   ids = np.array([[1] + hf_tiny.block(VIDEO, grid) + [2, 3]])
   spgt = np.array([2.0])
-  from vselect_jax.modeling.rope_index import get_rope_index
+  from vselect_jax.host.rope_index import get_rope_index
   pos, _ = get_rope_index(ids, video_grid_thw=np.array([grid]),
                           second_per_grid_ts=spgt, image_token_id=IMAGE,
                           video_token_id=VIDEO, tokens_per_second=2)

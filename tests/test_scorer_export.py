@@ -143,7 +143,7 @@ def test_merge_from_the_scorer_file_train_py_writes(converted, tmp_path):
       np.asarray(scorer.k_proj.bias.get_value()),
       want["visual.importance_scorer.k_proj.bias"])
   # A safetensors file that is not a scorer is refused by name.
-  from conversion.safetensors_io import save_file
+  from vselect_jax.checkpoint.safetensors_io import save_file
   bad = tmp_path / "bad.safetensors"
   save_file({"visual.importance_scorer.q_proj.weight":
              np.zeros((2, 2), np.float32)}, str(bad))

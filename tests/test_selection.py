@@ -53,7 +53,7 @@ def _hf_on_kept(hf, inputs, keep, position_ids):
 def test_kept_logits_equal_hf_fed_the_kept_tokens(pair, budget):
   hf, jx = pair
   inputs = _two_image_prompt(np.random.default_rng(1))
-  out = jx.forward(**inputs, budget=budget)
+  out = jx.forward(**inputs, budget=budget, soft_mask=True)
   ids = inputs["input_ids"]
   n_vis = int((ids == IMAGE).sum())
   k = max(1, int(np.floor(n_vis * budget)))
@@ -66,7 +66,7 @@ def test_kept_logits_equal_hf_fed_the_kept_tokens(pair, budget):
   vis_pos = np.flatnonzero(ids[0] == IMAGE)
   top = vis_pos[np.argsort(-out.scores[0, vis_pos], kind="stable")[:k]]
   np.testing.assert_array_equal(np.sort(top), keep[0][ids[0, keep[0]] == IMAGE])
-  from vselect_jax.modeling.rope_index import get_rope_index
+  from vselect_jax.host.rope_index import get_rope_index
   pos, _ = get_rope_index(ids, image_grid_thw=inputs["image_grid_thw"],
                           image_token_id=IMAGE, video_token_id=VIDEO)
   ref = _hf_on_kept(hf, inputs, keep, pos.astype(np.int64))
@@ -139,7 +139,7 @@ def test_budget_sweep_compiles_once_per_bucket(pair):
   inputs = _two_image_prompt(np.random.default_rng(6))
   sizes = set()
   for budget in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05):
-    out = jx.forward(**inputs, budget=budget)
+    out = jx.forward(**inputs, budget=budget, soft_mask=True)
     sizes.add(-(-out.keep_index.shape[1] // jx.seq_multiple))
   # Every compressed length here falls in the 64-token bucket: one program
   # serves every budget (k is a traced value, not a shape).

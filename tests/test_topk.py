@@ -7,7 +7,7 @@ import torch
 
 from vselect_jax.selector import topk
 from vselect_jax.selector.budget import budget_to_k, check_budget
-from vselect_jax.selector.select import group_topk_mask
+from vselect_jax.methods.ranking import top_k_in_group as group_topk_mask
 
 
 def _rows(rng, rows=6, n=50):

@@ -15,7 +15,7 @@ import vselect_jax
 from tests import hf_tiny
 from tests.train_utils import FakeData, packed_batch
 from vselect_jax import sharding as shard_lib
-from vselect_jax.training import batch as batch_lib
+from vselect_jax.host import train_batch as batch_lib
 from vselect_jax.training import loop, optim
 from vselect_jax.training import step as step_lib
 

@@ -11,7 +11,7 @@ import vselect_jax
 from tests import hf_tiny
 from tests.test_train_loop import _config
 from tests.train_utils import FakeData, packed_batch
-from vselect_jax.training import batch as batch_lib
+from vselect_jax.host import train_batch as batch_lib
 from vselect_jax.training import loop, optim
 from vselect_jax.training import step as step_lib
 
@@ -56,13 +56,13 @@ def test_packed_rows_match_hf_sample_by_sample(model_dir):
   sample the logits HF gives it alone."""
   from transformers import Qwen2_5_VLForConditionalGeneration
 
-  from vselect_jax.selector import select
+  from vselect_jax.forward import forward
   model = vselect_jax.from_pretrained(model_dir)
   hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(
       model_dir, torch_dtype=torch.float32).eval()
   raw = packed_batch(7, rows=2)
-  ours = np.asarray(select.full_forward(
-      model.module, batch_lib.prepare_train_batch(model.config, raw)))
+  batch = batch_lib.prepare_train_batch(model.config, raw)
+  ours = np.asarray(model.module.head(forward(model.module, batch).hidden))
   for r in range(2):
     offset = 0
     for s in range(int(raw["num_images"][r])):

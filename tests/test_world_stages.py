@@ -31,8 +31,8 @@ def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
   import jax.numpy as jnp
   from vselect_jax.data import make_train_iterator_from_config
   from vselect_jax.data.world import training_record
-  from vselect_jax.selector.select import training_forward
-  from vselect_jax.training import batch as batch_lib
+  from tests.train_utils import relaxed_forward
+  from vselect_jax.host import train_batch as batch_lib
   from vselect_jax.training.loop import rows_k
   root = os.path.dirname(test_jsonl)
   train_format = os.path.join(root, "test_as_training.jsonl")
@@ -47,9 +47,8 @@ def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
   right = total = 0
   for _ in range(batches):
     host = batch_lib.prepare_train_batch(model.config, next(data))
-    logits, *_ = training_forward(
-        model.module, {k: jnp.asarray(v) for k, v in host.items()},
-        jnp.asarray(rows_k(host, config.budget)), remat=False)
+    logits, *_ = relaxed_forward(model.module, host,
+                                 rows_k(host, config.budget))
     pred = np.asarray(logits[:, :-1].argmax(-1))
     target, seg = host["labels"][:, 1:], host["segment_ids"][:, 1:]
     for r in range(pred.shape[0]):

@@ -4,7 +4,7 @@ import numpy as np
 
 from tests import hf_tiny
 from tests.hf_tiny import IMAGE, VIDEO
-from vselect_jax.modeling.rope_index import get_rope_index
+from vselect_jax.host.rope_index import get_rope_index
 
 GRIDS = ([1, 6, 10], [1, 8, 8], [1, 4, 6])
 
@@ -66,3 +66,18 @@ class FakeData:
 
   def set_state(self, state):
     self.index = int(state["index"])
+
+
+def relaxed_forward(module, batch, k_row, *, remat=False, vision_grad=False):
+  """The training path of ``vselect_jax.forward`` (soft mask, pooled per
+  row): (logits, soft, hard, bce)."""
+  import jax.numpy as jnp
+  from vselect_jax.forward import Selection, forward
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  k_row = jnp.asarray(k_row, jnp.int32)
+  visual = batch["visual_index"] >= 0
+  out = forward(module, batch, Selection(
+      "selector", jnp.where(visual, k_row[:, None], 0), k_row),
+                relaxed=True, remat=remat, vision_grad=vision_grad)
+  r = out.relaxed
+  return module.head(out.hidden), r.soft, r.hard, r.reg

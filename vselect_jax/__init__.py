@@ -1,8 +1,8 @@
 """vselect-jax: VisionSelector (learnable visual-token compression) for
 Qwen2.5-VL in JAX / Flax NNX."""
 from vselect_jax.config import TextConfig, VisionConfig, VLMConfig
-from vselect_jax.pretrained import (ForwardOutput, VisionLanguageModel,
-                                    from_pretrained)
+from vselect_jax.engine import (ForwardOutput, VisionLanguageModel,
+                                from_pretrained)
 
 __all__ = ["from_pretrained", "VisionLanguageModel", "ForwardOutput",
            "VLMConfig", "VisionConfig", "TextConfig"]

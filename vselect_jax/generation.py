@@ -12,48 +12,38 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vselect_jax.selector import select
+from vselect_jax.forward import Output, Selection, forward
 
 
-def prefill(model, batch: dict, *, max_new_tokens: int, has_vision: bool,
-            selection=None) -> tuple[jax.Array, list]:
+def prefill(model, batch: dict, selection: Selection | None = None, *,
+            max_new_tokens: int, with_view: bool = False
+            ) -> tuple[jax.Array, list, Output]:
   """Prompt pass: the first new token and a KV cache with room for the rest.
 
   Args:
-    model: the ``Qwen25VL`` module.
-    batch: prepared arrays (``inputs.prepare_batch``).
+    model: the VLM module.
+    batch: device arrays (the per-row format of ``host.rows``).
+    selection: None, or the tokens to keep (``forward.Selection``).
     max_new_tokens: static; the cache gets this many free slots.
-    has_vision: static.
-    selection: None, or (k_token, k_row, size, per_image, method, seed)
-      for budgets (method and seed static).
+    with_view: also compute the method's picture map.
 
   Returns:
-    first int32[B] (greedy) and the cache: one stage per consecutive range
-    of layers (two for methods that prune inside the LLM), each
-    {"k", "v": [layers, B, T_s + n, K, H], "segment_ids": int32[B, T_s + n]}
-    where T_s is that stage's prompt length.
+    first int32[B] (greedy), the cache: one stage per consecutive range of
+    layers (two for methods that prune inside the LLM), each {"k", "v":
+    [layers, B, T_s + n, K, H], "segment_ids": int32[B, T_s + n]} where T_s
+    is that stage's prompt length, and the forward's ``Output``.
   """
-  if selection is not None:
-    k_token, k_row, size, per_image, method, seed = selection
-    hidden, stages, *_ = select.compressed_prefill(
-        model, batch, k_token, k_row, size, per_image, method, seed)
-  else:
-    merged = (model.visual(batch["pixel_values"], batch) if has_vision
-              else None)
-    x = model.embed(batch["input_ids"], batch["visual_index"], merged)
-    hidden, kv = model.model.run(x, batch["position_ids"],
-                                 batch["segment_ids"])
-    stages = [(kv, batch["segment_ids"])]
-  seg = stages[-1][1]
+  out = forward(model, batch, selection, with_view=with_view)
+  seg = out.stages[-1][1]
   t = seg.shape[1]
   last = t - 1 - jnp.argmax((seg > 0)[:, ::-1], axis=1)   # last real token
-  logits = model.head(jnp.take_along_axis(hidden, last[:, None, None], 1))
+  logits = model.head(jnp.take_along_axis(out.hidden, last[:, None, None], 1))
   first = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
   pad = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0), (0, 0))
   cache = [{"k": jnp.pad(kv["k"], pad), "v": jnp.pad(kv["v"], pad),
             "segment_ids": jnp.pad(s, ((0, 0), (0, max_new_tokens)))}
-           for kv, s in stages]
-  return first, cache
+           for kv, s in out.stages]
+  return first, cache, out
 
 
 def decode(model, first: jax.Array, cache: list, next_position: jax.Array,
@@ -109,14 +99,3 @@ def decode(model, first: jax.Array, cache: list, next_position: jax.Array,
   init = (jnp.int32(1), tokens, cache, done)
   steps, tokens, _, _ = jax.lax.while_loop(cond, body, init)
   return tokens, steps
-
-
-def greedy_generate(model, batch: dict, next_position: jax.Array,
-                    eos_token_id: jax.Array, pad_token_id: jax.Array, *,
-                    max_new_tokens: int, has_vision: bool,
-                    selection=None) -> tuple[jax.Array, jax.Array]:
-  """``prefill`` then ``decode`` (jit-compatible; all shapes static)."""
-  first, cache = prefill(model, batch, max_new_tokens=max_new_tokens,
-                         has_vision=has_vision, selection=selection)
-  return decode(model, first, cache, next_position, eos_token_id,
-                pad_token_id, max_new_tokens=max_new_tokens)

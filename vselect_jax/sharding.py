@@ -30,8 +30,12 @@ DEFAULT_RULES: dict[str, tuple[str, ...] | None] = {
     "vit_mlp": ("tensor",),
     "vit_heads": ("tensor",),
     "selector_hidden": None,
-    "act_batch": ("data", "fsdp"),
 }
+
+# Parameters at least this large must be sharded on a mesh of several
+# devices (``check_coverage``): a 7B model's smallest matrices are ~1.6M
+# elements, its biases and norms a few thousand.
+MIN_SHARDED_ELEMENTS = 1 << 20
 
 
 def make_mesh(shape: Mapping[str, int] | Sequence[int],
@@ -61,11 +65,14 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int],
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int],
-                    mesh: Mesh, rules: Mapping | None = None) -> P:
+                    mesh: Mesh, rules: Mapping | None = None,
+                    dropped: list | None = None) -> P:
   """PartitionSpec for an array with logical ``axes``.
 
   A mesh axis that does not divide the dimension is left out (e.g. 3 heads on
-  a 2-way tensor axis), so tiny test models still place.
+  a 2-way tensor axis), so tiny test models still place; each one left out
+  is appended to ``dropped`` as (logical axis, dim, mesh axis, mesh size),
+  which ``check_coverage`` turns into an error for large parameters.
   """
   rules = DEFAULT_RULES if rules is None else rules
   used: set[str] = set()
@@ -81,6 +88,8 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int],
                                                   for c in chosen]))) == 0:
         chosen.append(a)
         used.add(a)
+      elif size > 1 and dropped is not None:
+        dropped.append((name, dim, a, size))
     spec.append(tuple(chosen) if len(chosen) > 1 else
                 (chosen[0] if chosen else None))
   return P(*spec)
@@ -97,6 +106,43 @@ def state_shardings(state: nnx.State, mesh: Mesh,
 
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x,
                                                                 nnx.Variable))
+
+
+def check_coverage(state: nnx.State, mesh: Mesh, rules: Mapping | None = None,
+                   *, min_elements: int = MIN_SHARDED_ELEMENTS) -> None:
+  """Fails when the rules leave a large parameter badly placed (in the
+  spirit of MaxText's ``assert_params_sufficiently_sharded``).
+
+  For every parameter of at least ``min_elements`` elements: a rule whose
+  mesh axis does not divide the dimension (it would be silently dropped) is
+  an error, and so is a parameter left fully replicated while the mesh has
+  model-parallel devices (fsdp or tensor > 1).
+
+  Raises:
+    ValueError listing every offending parameter with its shape and axes.
+  """
+  model_parallel = mesh.shape.get("fsdp", 1) * mesh.shape.get("tensor", 1)
+  problems = []
+  for path, var in state.flat_state():
+    value = var.get_value()
+    if int(np.prod(value.shape)) < min_elements:
+      continue
+    axes = var.get_metadata().get("axes") or (None,) * value.ndim
+    dropped: list = []
+    spec = logical_to_spec(axes, value.shape, mesh, rules, dropped)
+    name = "/".join(map(str, path))
+    for axis, dim, mesh_axis, size in dropped:
+      problems.append(f"{name} {tuple(value.shape)}: logical axis {axis!r} "
+                      f"(dim {dim}) does not divide mesh axis {mesh_axis!r} "
+                      f"of size {size}")
+    if model_parallel > 1 and all(s is None for s in spec):
+      problems.append(f"{name} {tuple(value.shape)} axes {tuple(axes)} is "
+                      "replicated on every device")
+  if problems:
+    raise ValueError(
+        f"parameters not sharded on mesh {dict(mesh.shape)} (at least "
+        f"{min_elements:,} elements each; pick mesh sizes that divide them "
+        "or change the rules):\n  " + "\n  ".join(problems))
 
 
 def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0

@@ -31,7 +31,7 @@ from vselect_jax.data.image_processor import (PATCH_DIM, decode_image,
                                               preprocess_video,
                                               sample_frame_indices)
 from vselect_jax.data.records import RawRecord, media_paths, parse_record
-from vselect_jax.modeling.rope_index import get_rope_index
+from vselect_jax.host.rope_index import get_rope_index
 
 MERGE_AREA = 4          # 2x2 patches per merged visual token
 _LOAD_LOCK = threading.Lock()

@@ -162,7 +162,7 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
     task: a ``tasks.TASKS`` name.
     data_path: the task's JSONL file.
     budget: fraction of visual tokens kept, or None for the base model.
-    method: "selector" or a baseline (``selector.baselines.METHODS``).
+    method: a name of ``vselect_jax.methods.names()``.
     out_dir: this run's directory (created).
     visualize: write selection pictures for the first N samples.
     examples: prepared examples to reuse (a sweep prepares them once).
@@ -258,11 +258,10 @@ def token_maps(model, ex: Example, budget, method: str,
                       image_grid_thw=ex.image_grid_thw,
                       budget=1.0 if budget is None else budget,
                       method=method, per_image=settings.per_image,
-                      seed=settings.seed)
+                      seed=settings.seed, soft_mask=True)
   ids = ex.input_ids[0]
   visual = np.flatnonzero(ids == model.config.image_token_id)
-  signal = out.soft_mask if method == "selector" else out.scores
-  imp = signal[0, visual]
+  imp = out.soft_mask[0, visual]
   kept_pos = set(int(p) for p in out.keep_index[0] if p >= 0)
   kept = np.array([int(p) in kept_pos for p in visual])
   maps, start = [], 0

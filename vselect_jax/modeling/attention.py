@@ -18,6 +18,10 @@ Implementations:
   (``"splash_interpret"`` runs it in interpret mode, for CPU tests).
 * ``"auto"``: cuDNN on GPU for 16-bit inputs; splash on TPU and blockwise
   elsewhere for long sequences; the dense reference for short ones.
+
+``attention_received`` is the statistic that attention-based token pruning
+reads (FastV in the LLM, VisionZip in the vision tower): the softmax mass
+each key receives, computed blockwise from the layer's q and k.
 """
 from __future__ import annotations
 
@@ -284,3 +288,43 @@ def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       kv_segment_ids=seg_k.reshape(b * nb, 3 * block), causal=False,
       scale=scale, implementation=implementation)
   return out.reshape(b, t, n, h)
+
+
+def attention_received(q: jax.Array, k: jax.Array, segment_ids: jax.Array,
+                       chunk: int = 64, causal: bool = True) -> jax.Array:
+  """Softmax attention received per key, mean over heads, summed over
+  queries of the same segment (causal or not).
+
+  Computed per chunk of queries so that [heads, T, T] is never held.
+
+  Args:
+    q: float32[B, T, N, H]; k: float32[B, T, K, H] (N a multiple of K).
+    segment_ids: int32[B, T] (0 = padding).
+
+  Returns:
+    float32[B, T].
+  """
+  b, t, n, h = q.shape
+  kv = k.shape[2]
+  chunk = min(chunk, t)
+  if t % chunk:
+    raise ValueError(f"length {t} is not a multiple of the chunk {chunk}")
+  qg = q.reshape(b, t, kv, n // kv, h) * (h ** -0.5)
+  pos = jnp.arange(t)
+
+  def body(c, total):
+    i0 = c * chunk
+    qc = jax.lax.dynamic_slice_in_dim(qg, i0, chunk, axis=1)
+    sq = jax.lax.dynamic_slice_in_dim(segment_ids, i0, chunk, axis=1)
+    logits = jnp.einsum("bckgh,bskh->bkgcs", qc, k)
+    mask = (sq[:, :, None] == segment_ids[:, None, :]) & (sq > 0)[..., None]
+    if causal:
+      mask = mask & (pos[None, None, :] <=
+                     (i0 + jnp.arange(chunk))[None, :, None])
+    logits = jnp.where(mask[:, None, None], logits, -jnp.inf)
+    m = jnp.max(logits, axis=-1, keepdims=True)
+    p = jnp.exp(logits - jnp.where(jnp.isfinite(m), m, 0.0))
+    p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-30)
+    return total + p.mean(axis=(1, 2)).sum(axis=1)
+
+  return jax.lax.fori_loop(0, t // chunk, body, jnp.zeros((b, t), jnp.float32))

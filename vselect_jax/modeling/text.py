@@ -33,6 +33,15 @@ class Attention(nnx.Module):
     self.o_proj = Linear(self.num_heads * h, d, use_bias=False,
                          axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
 
+  def queries_keys(self, x: jax.Array, cos: jax.Array, sin: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+    """Queries float[B, T, N, H] and keys float[B, T, K, H] after M-RoPE
+    (what attention-based pruning reads)."""
+    b, t, _ = x.shape
+    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    return rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
+
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                segment_ids: jax.Array, cache: dict | None = None
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -45,11 +54,8 @@ class Attention(nnx.Module):
       [B, C, K, H] with one.
     """
     b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
-    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    q, k = self.queries_keys(x, cos, sin)
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    q = rope.apply_rope(q, cos, sin)
-    k = rope.apply_rope(k, cos, sin)
     if cache is None:
       out = dot_product_attention(q, k, v, q_segment_ids=segment_ids,
                                   kv_segment_ids=segment_ids, causal=True)
@@ -83,6 +89,10 @@ class DecoderLayer(nnx.Module):
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
+  def queries_keys(self, x, cos, sin):
+    """The layer's queries and keys for its input ``x`` (after RoPE)."""
+    return self.self_attn.queries_keys(self.input_layernorm(x), cos, sin)
+
 
 class TextModel(nnx.Module):
   """Embedding table, decoder layers and final norm (HF ``model.*``)."""
@@ -114,8 +124,8 @@ class TextModel(nnx.Module):
 
   def run(self, x: jax.Array, position_ids: jax.Array, segment_ids: jax.Array,
           *, remat: bool = False, cache: dict | None = None,
-          layers: tuple[int, int] | None = None, final_norm: bool = True
-          ) -> tuple[jax.Array, dict]:
+          layers: tuple[int, int] | None = None, final_norm: bool = True,
+          probe: int | None = None) -> tuple[jax.Array, dict]:
     """The decoder, also returning keys/values for a KV cache.
 
     Args:
@@ -128,6 +138,8 @@ class TextModel(nnx.Module):
       layers: run only layers [start, stop) (methods that prune inside the
         LLM run it in two stages); the cache then holds those layers.
       final_norm: apply the final RMSNorm (off for a first stage).
+      probe: also return the queries and keys of this layer (in-LLM
+      pruning reads them), as ``kv["probe"] = (q, k)``.
 
     Returns:
       (hidden float[B, T, D] after the final norm, {"k", "v"} stacked over
@@ -138,8 +150,11 @@ class TextModel(nnx.Module):
                                   cfg.mrope_section, x.dtype)
     ks, vs = [], []
     start, stop = layers or (0, len(self.layers))
+    probed = None
     for i in range(start, stop):
       layer = self.layers[i]
+      if i == probe:
+        probed = layer.queries_keys(x, cos, sin)
       layer_cache = None if cache is None else {
           "k": cache["k"][i - start], "v": cache["v"][i - start],
           "segment_ids": cache["segment_ids"], "index": cache["index"]}
@@ -154,5 +169,10 @@ class TextModel(nnx.Module):
         x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache)
       ks.append(k)
       vs.append(v)
-    return (self.norm(x) if final_norm else x), {"k": jnp.stack(ks),
-                                                 "v": jnp.stack(vs)}
+    kv = {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+    if probe is not None:
+      if probed is None:
+        raise ValueError(f"probe layer {probe} is outside layers "
+                         f"[{start}, {stop})")
+      kv["probe"] = probed
+    return (self.norm(x) if final_norm else x), kv

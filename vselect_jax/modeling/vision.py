@@ -33,6 +33,7 @@ class PatchEmbed(nnx.Module):
 
 
 class VisionAttention(nnx.Module):
+  """Fused-qkv attention with the 2-D vision RoPE (float32 rotation)."""
 
   def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
     d = cfg.hidden_size
@@ -49,10 +50,7 @@ class VisionAttention(nnx.Module):
     ``window_block`` set: windowed layer (segments span <= that many slots).
     """
     p, d = x.shape
-    qkv = self.qkv(x).reshape(p, 3, self.num_heads, d // self.num_heads)
-    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, P, N, H]
-    q = rope.apply_vision_rope(q, cos, sin)
-    k = rope.apply_vision_rope(k, cos, sin)
+    q, k, v = self._qkv(x, cos, sin)
     seg = segment_ids[None]
     if window_block is not None:
       out = local_block_attention(q, k, v, segment_ids=seg, block=window_block)
@@ -60,6 +58,18 @@ class VisionAttention(nnx.Module):
       out = dot_product_attention(q, k, v, q_segment_ids=seg,
                                   kv_segment_ids=seg, causal=False)
     return self.proj(out.reshape(p, d))
+
+  def _qkv(self, x, cos, sin):
+    p, d = x.shape
+    qkv = self.qkv(x).reshape(p, 3, self.num_heads, d // self.num_heads)
+    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, P, N, H]
+    return (rope.apply_vision_rope(q, cos, sin),
+            rope.apply_vision_rope(k, cos, sin), v)
+
+  def queries_keys(self, x, cos, sin) -> tuple[jax.Array, jax.Array]:
+    """Queries and keys [1, P, N, H] after RoPE (VisionZip reads them)."""
+    q, k, _ = self._qkv(x, cos, sin)
+    return q, k
 
 
 class VisionBlock(nnx.Module):
@@ -75,6 +85,10 @@ class VisionBlock(nnx.Module):
   def __call__(self, x, cos, sin, segment_ids, window_block):
     x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_block)
     return x + self.mlp(self.norm2(x))
+
+  def queries_keys(self, x, cos, sin):
+    """The block's attention queries and keys for its input ``x``."""
+    return self.attn.queries_keys(self.norm1(x), cos, sin)
 
 
 class PatchMerger(nnx.Module):

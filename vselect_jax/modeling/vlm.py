@@ -32,26 +32,6 @@ class Qwen25VL(nnx.Module):
                            use_bias=False, axes=("embed", "vocab"),
                            dtype=dtype, rngs=rngs))
 
-  def embed(self, input_ids: jax.Array, visual_index: jax.Array | None,
-            visual_tokens: jax.Array | None) -> jax.Array:
-    """Token embeddings with visual tokens placed at their pad tokens.
-
-    Args:
-      input_ids: int32[B, T].
-      visual_index: int32[B, T]: row of ``visual_tokens`` for each visual pad
-        token, -1 elsewhere.
-      visual_tokens: float[M, D] merged visual tokens (raster order).
-
-    Returns:
-      float[B, T, D].
-    """
-    x = self.model.embed_tokens(input_ids)
-    if visual_tokens is None:
-      return x
-    vis = jnp.take(visual_tokens.astype(x.dtype),
-                   jnp.maximum(visual_index, 0), axis=0)
-    return jnp.where((visual_index >= 0)[..., None], vis, x)
-
   def head(self, hidden: jax.Array) -> jax.Array:
     """float[B, T, D] -> float32[B, T, V] logits."""
     if self.lm_head is None:

@@ -27,19 +27,26 @@ class ImportanceScorer(nnx.Module):
                          axes=("embed", "selector_hidden"), dtype=dtype,
                          init_std=1e-4, rngs=rngs)
 
-  def __call__(self, h: jax.Array, valid: jax.Array) -> jax.Array:
+  def __call__(self, h: jax.Array, valid: jax.Array, *,
+               detach: bool = True) -> jax.Array:
     """Scores tokens.
 
     Args:
-      h: float[B, N, E] merged visual tokens (gradient is stopped: the
-        scorer sits after the frozen vision merger).
+      h: float[B, N, E] merged visual tokens.
       valid: bool[B, N].
+      detach: stop the gradient at ``h`` (the default: the scorer sits after
+        a frozen vision merger). Training with the vision tower or merger
+        trainable passes False, as the reference's training path does not
+        detach the scorer's input, so the vision tower also receives the
+        scorer's gradient.
 
     Returns:
       float32[B, N]; padding gets ``PAD_SCORE``. Computed in float32 even
       for bf16 inputs (the reference ran it in bf16).
     """
-    h = jax.lax.stop_gradient(h).astype(jnp.float32)
+    if detach:
+      h = jax.lax.stop_gradient(h)
+    h = h.astype(jnp.float32)
     q = jnp.matmul(h, self.q_proj.kernel[...].astype(jnp.float32)) + \
         self.q_proj.bias[...].astype(jnp.float32)
     k = jnp.matmul(h, self.k_proj.kernel[...].astype(jnp.float32)) + \

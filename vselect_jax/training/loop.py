@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vselect_jax import sharding as shard_lib
 from vselect_jax.selector.budget import budget_to_k
-from vselect_jax.training import batch as batch_lib
+from vselect_jax.host import train_batch as batch_lib
 from vselect_jax.training import flops as flops_lib
 from vselect_jax.training import optim
 from vselect_jax.training import step as step_lib

@@ -1,6 +1,6 @@
 """The training step: a pure function of (state, batch), jitted once.
 
-By default only the scorer trains (``TRAINABLE``: parameters under
+By default only the scorer trains (parameters under
 ``visual.importance_scorer``); vision tower, merger and LLM are frozen (the
 tower's output is stop-gradiented; the LLM is rematerialised, since the CE
 gradient must flow back through it into the soft mask). Loss, as the
@@ -21,9 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from vselect_jax.selector import select
-
-TRAINABLE = nnx.All(nnx.Param, nnx.PathContains("importance_scorer"))
+from vselect_jax.forward import Selection, forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +137,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     model = nnx.merge(graphdef, trainable, frozen)
     visual = batch["visual_index"] >= 0
     if not parts.tune_compressor:  # backbone training: all visual tokens
-      logits = select.full_forward(model, batch, remat=remat,
-                                   vision_grad=parts.vision_trains)
-      ce, n_tokens = cross_entropy(logits, batch["labels"])
+      out = forward(model, batch, remat=remat,
+                    vision_grad=parts.vision_trains)
+      ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"])
       return ce, {"ce": ce, "supervised_tokens": n_tokens,
                   "visual_tokens": visual.sum(), "reg_weight": w}
-    logits, soft, hard, bce = select.training_forward(
-        model, batch, k_row, remat=remat, vision_grad=parts.vision_trains)
-    ce, n_tokens = cross_entropy(logits, batch["labels"])
+    # The training path: the scorer's soft top-k scales the visual tokens,
+    # pooled over each row (as the reference pools over a micro-batch).
+    k_token = jnp.where(visual, k_row[:, None], 0)
+    out = forward(model, batch, Selection("selector", k_token, k_row),
+                  relaxed=True, remat=remat, vision_grad=parts.vision_trains)
+    soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
+    ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"])
     n_vis = jnp.maximum(visual.sum(), 1)
     metrics = {
         "ce": ce, "bce": bce, "reg_weight": w,

@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from vselect_jax.config import VisionConfig
-from vselect_jax.modeling.buckets import bucket
+from vselect_jax.host.buckets import bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +44,11 @@ class VisionLayout:
   num_patches: int
   num_merged: int
 
+  ARRAY_FIELDS = ("patch_index", "window_seg", "frame_seg", "rot_pos",
+                  "merged_index", "merged_valid")
+
   def arrays(self) -> dict[str, np.ndarray]:
-    return {f: getattr(self, f) for f in (
-        "patch_index", "window_seg", "frame_seg", "rot_pos", "merged_index",
-        "merged_valid")}
+    return {f: getattr(self, f) for f in self.ARRAY_FIELDS}
 
 
 def _check_grid(grid: np.ndarray, cfg: VisionConfig) -> None:

@@ -58,6 +58,27 @@ def load_params(path: str) -> dict[tuple, np.ndarray]:
   return flatten(ocp.StandardCheckpointer().restore(params_dir))
 
 
+def restore_params(path: str, targets: dict[tuple, "jax.ShapeDtypeStruct"]
+                   ) -> dict[tuple, "jax.Array"]:
+  """Restores parameters straight onto their shardings.
+
+  Args:
+    path: the converted directory.
+    targets: parameter path -> ``jax.ShapeDtypeStruct`` with the dtype to
+      cast to and the ``sharding`` to place on; each device's block is read
+      by itself (tensorstore), never the whole tensor onto one device.
+
+  Returns:
+    parameter path -> ``jax.Array``.
+  """
+  import orbax.checkpoint as ocp
+  params_dir = os.path.join(os.path.abspath(path), "params")
+  if not os.path.isdir(params_dir):
+    raise FileNotFoundError(f"{path}: converted checkpoint has no params/")
+  restored = ocp.StandardCheckpointer().restore(params_dir, nest(targets))
+  return flatten(restored)
+
+
 def read_marker(path: str) -> dict:
   with open(os.path.join(path, MARKER)) as f:
     marker = json.load(f)

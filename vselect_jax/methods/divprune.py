@@ -1,51 +1,17 @@
-"""Training-free baselines that drop visual tokens before the LLM, under the
-same static-shape selection API as the learned scorer.
+"""DivPrune (Alvar et al., 2025): greedy max-min diversity (farthest-point
+sampling) on the cosine distance between post-merger embeddings.
 
-Each method turns a row's visual tokens into a bool selection of exactly
-k tokens per group (the row, or each image with ``per_image``) plus a float
-"importance" for visualisation:
-
-* ``random``  seeded uniform scores, top-k;
-* ``uniform`` k tokens evenly spaced along the group's raster order
-  (token ``floor(i * N / k)`` for i < k);
-* ``divprune`` greedy max-min diversity (farthest-point sampling) on cosine
-  distance between post-merger embeddings (Alvar et al., 2025). The first
-  pick is the token whose nearest other token is farthest, as the reference
-  implementation does; then each step adds the token farthest from the
-  selected set. k = max(1, floor(N * budget)) like every method here (the
-  reference rounds instead).
+The first pick of each group is the token whose nearest other token is
+farthest, as the reference implementation does; then each step adds the
+token farthest from the group's picks. k = max(1, floor(N * budget)) like
+every method here (the reference rounds instead).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-# Every ``method=``: the learned scorer, the pre-LLM baselines here and in
-# ``visionzip``, and the in-LLM ones of ``in_llm``.
-METHODS = ("selector", "random", "uniform", "divprune", "visionzip", "fastv",
-           "dart")
-
-
-def _rank_in_group(group: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per token: its index within its group (raster order) and group size."""
-  same = (group[:, :, None] == group[:, None, :]) & (group >= 0)[:, None, :]
-  earlier = jnp.tril(jnp.ones(same.shape[1:], bool), -1)[None]  # j < i
-  rank = jnp.sum(same & earlier, axis=2)
-  size = jnp.sum(same, axis=2)
-  return rank, size
-
-
-def random_scores(seed: int, shape) -> jax.Array:
-  return jax.random.uniform(jax.random.key(seed), shape)
-
-
-def uniform_mask(group: jax.Array, k_token: jax.Array) -> jax.Array:
-  """bool[B, T]: floor(i * N / k) for i < k within each group."""
-  rank, size = _rank_in_group(group)
-  k = jnp.maximum(k_token, 1)
-  i = -(-(rank * k) // jnp.maximum(size, 1))          # ceil(rank * k / N)
-  hit = (i < k) & ((i * size) // k == rank)
-  return (group >= 0) & (k_token > 0) & hit
+from vselect_jax.methods.base import PRE_LLM, Choice, Context, Method
 
 
 def divprune_mask(tokens: jax.Array, group: jax.Array, k_token: jax.Array
@@ -93,3 +59,12 @@ def divprune_mask(tokens: jax.Array, group: jax.Array, k_token: jax.Array
     return selected, (t - order).astype(jnp.float32)
 
   return jax.vmap(row)(x, group, k_token)
+
+
+def select(ctx: Context) -> Choice:
+  selected, order = divprune_mask(ctx.tokens, ctx.group, ctx.k_token)
+  return Choice(selected, jnp.where(ctx.visual, order, 0.0))
+
+
+METHOD = Method("divprune", PRE_LLM, select,
+                summary="greedy max-min cosine diversity of the embeddings")

@@ -12,9 +12,9 @@ import dataclasses
 import numpy as np
 
 from vselect_jax.config import VLMConfig
-from vselect_jax.modeling.buckets import bucket
-from vselect_jax.modeling.rope_index import get_rope_index
-from vselect_jax.modeling.vision_layout import build_vision_layout
+from vselect_jax.host.buckets import bucket
+from vselect_jax.host.rope_index import get_rope_index
+from vselect_jax.host.rows import patch_capacity, place_visual, vision_rows
 
 
 @dataclasses.dataclass
@@ -59,10 +59,8 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
     seq_bucket, patch_bucket: force these padded sizes.
 
   Returns:
-    The prepared batch. Device arrays: ``input_ids`` int32[B, T],
-    ``segment_ids`` int32[B, T] (1 token, 0 pad), ``position_ids``
-    int32[3, B, T], ``visual_index`` int32[B, T] and, with vision,
-    ``pixel_values`` float32[P, C] plus the ``VisionLayout`` arrays.
+    The prepared batch; its arrays are the per-row format of ``rows``
+    (``segment_ids`` 1 for tokens, 0 for padding).
   """
   ids = _array(input_ids, "input_ids", np.int64)
   if ids is None:
@@ -84,6 +82,12 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
     raise ValueError("attention_mask must contain only 0 and 1")
   if (mask.sum(1) == 0).any():
     raise ValueError("a row of attention_mask is all padding")
+  vocab = cfg.text.vocab_size
+  bad = (mask == 1) & ((ids < 0) | (ids >= vocab))
+  if bad.any():
+    r, c = map(int, np.argwhere(bad)[0])
+    raise ValueError(f"input_ids[{r}, {c}] = {int(ids[r, c])} is outside the "
+                     f"vocabulary [0, {vocab}) ({int(bad.sum())} such ids)")
 
   vcfg = cfg.vision
   items = []  # (pad token, pixels, grids): images then videos, as HF
@@ -116,7 +120,7 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
     if n_tok != n_merged:
       raise ValueError(f"input_ids hold {n_tok} {kind} pad tokens but the "
                        f"{kind} grids give {n_merged} merged tokens")
-    items.append((tok, pix, grid))
+    items.append((kind, tok, pix, grid))
 
   position_ids, deltas = get_rope_index(
       ids, image_grid_thw=_array(image_grid_thw, "image_grid_thw", np.int64),
@@ -135,37 +139,46 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
       "segment_ids": np.pad(mask, ((0, 0), (0, pad))).astype(np.int32),
       "position_ids": np.pad(position_ids, ((0, 0), (0, 0), (0, pad))),
   }
-  # Row of the merged-token array for every visual pad token: image pads
-  # (row-major over the batch) first, then video pads, as HF scatters them.
-  # `visual_item` says which image / video each visual token belongs to (for
-  # per-image budgets).
-  visual_index = np.full((b, t), -1, np.int32)
-  visual_item = np.full((b, t), -1, np.int32)
-  offset = 0
-  item_offset = 0
-  for tok, _, grid in items:
-    per_item = np.prod(grid, axis=1) // vcfg.merge_unit
-    n = int(per_item.sum())
-    where = np.zeros((b, t), bool)
-    where[:, :l] = (ids == tok) & (mask == 1)
-    visual_index[where] = offset + np.arange(n)
-    visual_item[where] = item_offset + np.repeat(np.arange(len(grid)),
-                                                 per_item)
-    offset += n
-    item_offset += len(grid)
-  arrays["visual_index"] = visual_index
-  arrays["visual_item"] = visual_item
-  num_visual = (visual_index >= 0).sum(1).astype(np.int32)
+  # The processor concatenates every row's images (then videos) in row
+  # order; give each row its own items, pixels and layout.
+  row_grids = [[] for _ in range(b)]
+  row_pixels = [[] for _ in range(b)]
+  pad_masks = [[] for _ in range(b)]
+  row_counts = [[] for _ in range(b)]
+  for kind, tok, pix, grid in items:
+    per_item = np.prod(grid, axis=1)
+    merged = per_item // vcfg.merge_unit
+    starts = np.concatenate([[0], np.cumsum(per_item)])
+    item = 0
+    for r in range(b):
+      where = np.zeros(t, bool)
+      where[:l] = (ids[r] == tok) & (mask[r] == 1)
+      need, first = int(where.sum()), item
+      while need > 0 and item < len(grid):
+        need -= int(merged[item])
+        item += 1
+      if need != 0:
+        raise ValueError(
+            f"row {r}: its {int(where.sum())} {kind} pad tokens are not a "
+            f"whole number of the {kind}s given in order (the processor "
+            f"puts each row's {kind}s after the previous row's)")
+      row_grids[r].append(grid[first:item])
+      row_pixels[r].append(pix[starts[first]:starts[item]])
+      pad_masks[r].append(where)
+      row_counts[r].append(merged[first:item])
+  if not items:
+    pad_masks = [[np.zeros(t, bool)] for _ in range(b)]
+    row_counts = [[np.zeros(0, np.int64)] for _ in range(b)]
+  placed = [place_visual(m, c) for m, c in zip(pad_masks, row_counts)]
+  arrays["visual_index"] = np.stack([p[0] for p in placed])
+  arrays["visual_item"] = np.stack([p[1] for p in placed])
+  num_visual = (arrays["visual_index"] >= 0).sum(1).astype(np.int32)
 
   has_vision = bool(items)
   if has_vision:
-    grids = np.concatenate([g for _, _, g in items])
-    n_patches = sum(p.shape[0] for _, p, _ in items)
-    cap = patch_bucket or bucket(n_patches, vcfg.window_patches * 4)
-    layout = build_vision_layout(grids, vcfg, capacity=cap)
-    # One copy into the padded bucket (pixels are the largest host array).
-    pixels = np.zeros((cap, items[0][1].shape[1]), np.float32)
-    np.concatenate([p for _, p, _ in items], out=pixels[:n_patches])
-    arrays["pixel_values"] = pixels
-    arrays.update(layout.arrays())
+    grids = [np.concatenate(g) for g in row_grids]
+    pixels = [np.concatenate(p) for p in row_pixels]
+    most = max(int(np.prod(g, axis=1).sum()) if len(g) else 0 for g in grids)
+    cap = patch_bucket or patch_capacity(most, vcfg)
+    arrays.update(vision_rows(vcfg, grids, pixels, cap))
   return PreparedBatch(arrays, l, deltas, num_visual, has_vision)
