@@ -3,8 +3,9 @@
 By default only the scorer trains (``TRAINABLE``: parameters under
 ``visual.importance_scorer``); vision tower, merger and LLM are frozen (the
 tower's output is stop-gradiented; the LLM is rematerialised, since the CE
-gradient must flow back through it into the soft mask). Loss, as the
-reference: token-mean CE + w(step) * BCE(soft, hard).
+gradient must flow back through it into the soft mask). Loss: CE
+(``loss.cross_entropy``: a token mean by default, the reference's per-group
+means with ``ce_weighting``) + w(step) * BCE(soft, hard), as the reference.
 
 ``Parts`` holds the reference's switches (``tune_mm_vision``,
 ``tune_mm_mlp``, ``tune_mm_llm``, ``tune_compressor``), so the same step
@@ -22,6 +23,7 @@ import optax
 from flax import nnx
 
 from vselect_jax.selector import select
+from vselect_jax.training.loss import CEWeighting, cross_entropy
 
 TRAINABLE = nnx.All(nnx.Param, nnx.PathContains("importance_scorer"))
 
@@ -99,26 +101,11 @@ def init_state(model, tx: optax.GradientTransformation,
                               jnp.int32(0), jnp.int32(0))
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array,
-                                                                 jax.Array]:
-  """Token-mean next-token CE over labels != -100 (HF's shift by one).
-
-  Returns (mean CE, number of supervised tokens).
-  """
-  logits = logits[:, :-1].astype(jnp.float32)
-  target = labels[:, 1:]
-  valid = target != -100
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, jnp.maximum(target, 0)[..., None],
-                             axis=-1)[..., 0]
-  n = valid.sum()
-  return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(n, 1), n
-
-
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     reg_weight: Callable, *, grad_accum: int = 1,
                     remat: bool = True, compute_dtype=None,
-                    parts: Parts = Parts()):
+                    parts: Parts = Parts(),
+                    ce_weighting: CEWeighting = CEWeighting()):
   """Builds ``step(state, batch, k_row) -> (state, metrics)``.
 
   Args:
@@ -131,6 +118,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       forward (bf16 on accelerators); their float32 master copies are what
       the optimizer updates.
     parts: what trains (must match ``init_state``).
+    ce_weighting: how the CE averages supervised tokens (``loss``).
   """
 
   def loss_fn(trainable, frozen, batch, k_row, w):
@@ -141,12 +129,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     if not parts.tune_compressor:  # backbone training: all visual tokens
       logits = select.full_forward(model, batch, remat=remat,
                                    vision_grad=parts.vision_trains)
-      ce, n_tokens = cross_entropy(logits, batch["labels"])
+      ce, n_tokens = cross_entropy(logits, batch["labels"], ce_weighting)
       return ce, {"ce": ce, "supervised_tokens": n_tokens,
                   "visual_tokens": visual.sum(), "reg_weight": w}
     logits, soft, hard, bce = select.training_forward(
         model, batch, k_row, remat=remat, vision_grad=parts.vision_trains)
-    ce, n_tokens = cross_entropy(logits, batch["labels"])
+    ce, n_tokens = cross_entropy(logits, batch["labels"], ce_weighting)
     n_vis = jnp.maximum(visual.sum(), 1)
     metrics = {
         "ce": ce, "bce": bce, "reg_weight": w,
