@@ -23,6 +23,11 @@ def base_config() -> ml_collections.ConfigDict:
   # BCE weight w(step): start -> end, "linear" as the reference; "cosine",
   # "step", "constant_start", "constant_end" for ablations.
   c.reg = ml_collections.ConfigDict(dict(start=0.1, end=2.0, shape="linear"))
+  # CE weighting (training/loss.py): "token_mean" weighs every supervised
+  # token of a micro-batch alike; "reference_groups" is the reference's mean
+  # of per-device token means, a group being rows_per_group packed rows.
+  c.loss = ml_collections.ConfigDict(dict(ce_weighting="token_mean",
+                                          rows_per_group=1))
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   # What trains (the reference's tune_* flags). Only the scorer by default;
   # backbone parts without the compressor train on plain CE with every

@@ -1,5 +1,7 @@
 """The numpy/PIL processor against HF's Qwen2VLImageProcessorPil: images of
-many sizes and modes, and video frames checked frame by frame."""
+many sizes and modes, and video frames checked frame by frame. (HF 5.x
+composites transparency onto white: ``composite_transparency=True`` here;
+the default follows the reference, tests/test_fidelity_transparency.py.)"""
 import io
 
 import numpy as np
@@ -58,7 +60,7 @@ def test_matches_hf(name, image, bounds):
   lo, hi = bounds
   hf = Qwen2VLImageProcessorPil(min_pixels=lo, max_pixels=hi)
   ref = hf(images=[image], return_tensors="np")
-  pix, grid = preprocess_image(image, lo, hi)
+  pix, grid = preprocess_image(image, lo, hi, composite_transparency=True)
   np.testing.assert_array_equal(grid, ref["image_grid_thw"][0])
   assert pix.shape == ref["pixel_values"].shape and pix.dtype == np.float32
   np.testing.assert_allclose(pix, ref["pixel_values"], atol=1e-5, rtol=0)

@@ -1,5 +1,8 @@
-"""Chat template, tokenisation and label masking, as the reference trains.
+"""The chat template of training and evaluation, tokenisation and label
+masking, as the reference trains and evaluates.
 
+One template for both: ``tokenize_conversation`` (training samples) and
+``prompt_ids`` (evaluation prompts) render every turn with ``render_turn``.
 Every turn is rendered as ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
 (no default system injection, no generation prompt) and tokenised on its
 own; the ids are concatenated after a system turn "You are a helpful
@@ -9,6 +12,12 @@ count (``<video>`` / ``<|video_pad|>`` likewise); text around the tag is kept
 verbatim. Labels: -100 on the system and user turns and on the first three
 tokens of each assistant turn (``<|im_start|>``, ``assistant``, ``\\n``); the
 answer, ``<|im_end|>`` and the trailing newline are supervised.
+
+An evaluation prompt is the system turn, one user turn holding all images
+first and then the text (the lmms-eval Qwen2.5-VL wrapper's order, which the
+official Qwen template renders the same way), and the generation prompt
+``<|im_start|>assistant\\n``: token for token the prefix a training sample
+of the same user turn has before its first supervised token.
 """
 from __future__ import annotations
 
@@ -22,8 +31,11 @@ IGNORE = -100
 SYSTEM = "You are a helpful assistant."
 ROLES = {"human": "user", "user": "user", "gpt": "assistant",
          "assistant": "assistant", "system": "system"}
-# Tokens of "<|im_start|>assistant\n" that are never supervised.
+# The text opening an assistant turn (the generation prompt); its 3 tokens
+# (<|im_start|>, assistant, \n) are never supervised.
+GENERATION_PROMPT = "<|im_start|>assistant\n"
 ASSISTANT_PREFIX = 3
+MEDIA = (("<image>", "<|image_pad|>"), ("<video>", "<|video_pad|>"))
 
 
 def normalize_turns(conversations) -> list[tuple[str, str]]:
@@ -63,8 +75,40 @@ def count_tags(turns, tag: str) -> int:
 
 def _expand(content: str, tag: str, pad: str, counts) -> str:
   parts = content.split(tag)
-  return parts[0] + "".join("<|vision_start|>" + pad * next(counts) +
-                            "<|vision_end|>" + p for p in parts[1:])
+  out = [parts[0]]
+  for p in parts[1:]:
+    n = next(counts, None)
+    if n is None:
+      raise ValueError(f"more {tag} tags than media token counts")
+    out += ["<|vision_start|>", pad * n, "<|vision_end|>", p]
+  return "".join(out)
+
+
+def expand_media(content: str, image_tokens=None, video_tokens=None) -> str:
+  """``content`` with each ``<image>`` / ``<video>`` tag replaced by
+  ``<|vision_start|>`` + N pad tokens + ``<|vision_end|>``, N taken in turn
+  from the iterators ``image_tokens`` / ``video_tokens`` (merged-token
+  counts, shared across the turns of a conversation; None: no media).
+
+  Raises:
+    ValueError: more tags than counts are left.
+  """
+  for (tag, pad), counts in zip(MEDIA, (image_tokens, video_tokens)):
+    content = _expand(content, tag, pad, iter(()) if counts is None
+                      else counts)
+  return content
+
+
+def render_turn(role: str, content: str) -> str:
+  """The text of one turn: ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
+  (media already expanded)."""
+  return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+  # Each turn on its own, as the reference tokenises (the special tokens
+  # bound every turn, so this equals tokenising the concatenation).
+  return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_conversation(tokenizer, turns, image_tokens: Sequence[int] = (),
@@ -92,13 +136,35 @@ def tokenize_conversation(tokenizer, turns, image_tokens: Sequence[int] = (),
   ids, labels = [], []
   for role, content in [("system", SYSTEM)] + list(turns):
     if role == "user":
-      content = _expand(content, "<image>", "<|image_pad|>", images)
-      content = _expand(content, "<video>", "<|video_pad|>", videos)
-    tok = tokenizer(f"<|im_start|>{role}\n{content}<|im_end|>\n",
-                    add_special_tokens=False)["input_ids"]
+      content = expand_media(content, images, videos)
+    tok = _ids(tokenizer, render_turn(role, content))
     ids.extend(tok)
     if role == "assistant":
       labels.extend([IGNORE] * ASSISTANT_PREFIX + tok[ASSISTANT_PREFIX:])
     else:
       labels.extend([IGNORE] * len(tok))
   return np.array(ids, np.int32), np.array(labels, np.int32)
+
+
+def prompt_ids(tokenizer, text: str, image_tokens: Sequence[int] = (),
+               video_tokens: Sequence[int] = ()) -> np.ndarray:
+  """Token ids of an evaluation prompt: system turn, the user turn (all
+  images, then all videos, then ``text`` verbatim) and the generation
+  prompt.
+
+  Args:
+    tokenizer: an HF tokenizer holding the Qwen special tokens.
+    text: the user text (``eval.tasks.build_prompt``); tags in it are not
+      expanded.
+    image_tokens, video_tokens: merged-token count of each image / video.
+
+  Returns:
+    input_ids int32[L].
+  """
+  media = expand_media("<image>" * len(image_tokens) +
+                       "<video>" * len(video_tokens),
+                       iter(image_tokens), iter(video_tokens))
+  ids = (_ids(tokenizer, render_turn("system", SYSTEM)) +
+         _ids(tokenizer, render_turn("user", media + text)) +
+         _ids(tokenizer, GENERATION_PROMPT))
+  return np.array(ids, np.int32)

@@ -1,7 +1,7 @@
 """The Qwen2.5-VL image processor in numpy + PIL (no torch), for data workers.
 
-Matches ``transformers``' ``Qwen2VLImageProcessor``: convert to RGB
-(transparency composited onto white), ``smart_resize`` to multiples of 28
+Matches ``transformers``' ``Qwen2VLImageProcessor``: convert to RGB,
+``smart_resize`` to multiples of 28
 within [min_pixels, max_pixels], PIL bicubic resize, rescale by 1/255,
 OpenAI-CLIP mean/std normalisation, the still image repeated over the
 temporal patch (2), and patches laid out as the model expects: rows in
@@ -9,6 +9,16 @@ temporal patch (2), and patches laid out as the model expects: rows in
 (channel, t, 14, 14) order. Videos take pairs of frames per temporal patch
 (``preprocess_video``), sampled as the reference does
 (``sample_frame_indices``).
+
+Colour conversion follows the reference, not transformers 5.x: the reference
+decodes with ``Image.open(f).convert("RGB")`` and its pinned transformers
+(4.50) passes RGB images through unchanged, so transparency is ignored (alpha
+dropped, a transparent palette index keeps its palette colour). transformers
+5.x instead composites onto white every image with an alpha band or a
+``transparency`` entry in ``image.info``, which PIL keeps after converting a
+palette PNG with a transparency index or an RGB PNG with a tRNS chunk to
+RGB: such charts and screenshots would come out whitened. That behaviour is
+the switch ``composite_transparency=True`` (off by default).
 """
 from __future__ import annotations
 
@@ -48,8 +58,14 @@ def smart_resize(height: int, width: int, factor: int = FACTOR,
   return h, w
 
 
-def to_rgb(image) -> Image.Image:
-  """PIL RGB image from a PIL image or an HxW / HxWxC uint8 array."""
+def to_rgb(image, composite_transparency: bool = False) -> Image.Image:
+  """PIL RGB image from a PIL image or an HxW / HxWxC uint8 array.
+
+  By default PIL's ``convert("RGB")``, as the reference: transparency is
+  ignored. ``composite_transparency=True`` composites images with an alpha
+  band or a ``transparency`` entry onto white, as transformers 5.x's
+  ``convert_to_rgb`` does.
+  """
   if isinstance(image, np.ndarray):
     if image.dtype != np.uint8:
       raise ValueError(f"image arrays must be uint8, got {image.dtype}")
@@ -63,7 +79,8 @@ def to_rgb(image) -> Image.Image:
   if not isinstance(image, Image.Image):
     raise ValueError(f"expected a PIL image or a uint8 array, got "
                      f"{type(image).__name__}")
-  if "A" in image.getbands() or image.info.get("transparency") is not None:
+  if composite_transparency and ("A" in image.getbands() or
+                                 image.info.get("transparency") is not None):
     rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
@@ -96,19 +113,22 @@ def _normalise(rgb: Image.Image) -> np.ndarray:
 
 
 def preprocess_image(image, min_pixels: int = 56 * 56,
-                     max_pixels: int = 14 * 14 * 4 * 1280
+                     max_pixels: int = 14 * 14 * 4 * 1280, *,
+                     composite_transparency: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
   """One image to Qwen2.5-VL patches (HF ``Qwen2VLImageProcessor``'s output).
 
   Args:
     image: a PIL image or an HxWxC (or HxW) uint8 array.
     min_pixels, max_pixels: area bounds of the resized image.
+    composite_transparency: transformers 5.x's compositing onto white
+      (``to_rgb``); off, as the reference.
 
   Returns:
     pixel_values float32[grid_h * grid_w, 1176] and grid_thw int64[3]
     = (1, grid_h, grid_w), grid in 14-px patches.
   """
-  rgb = to_rgb(image)
+  rgb = to_rgb(image, composite_transparency)
   h, w = smart_resize(rgb.height, rgb.width, FACTOR, min_pixels, max_pixels)
   if (rgb.height, rgb.width) != (h, w):
     rgb = rgb.resize((w, h), resample=Image.BICUBIC)
@@ -119,7 +139,8 @@ def preprocess_image(image, min_pixels: int = 56 * 56,
 
 
 def preprocess_video(frames, min_pixels: int = 128 * 28 * 28,
-                     max_pixels: int = 768 * 28 * 28
+                     max_pixels: int = 768 * 28 * 28, *,
+                     composite_transparency: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
   """Video frames to Qwen2.5-VL patches.
 
@@ -131,12 +152,13 @@ def preprocess_video(frames, min_pixels: int = 128 * 28 * 28,
     frames: a sequence of PIL images or HxWxC uint8 arrays (already sampled,
       see ``sample_frame_indices``).
     min_pixels, max_pixels: area bounds of each resized frame.
+    composite_transparency: as in ``preprocess_image``.
 
   Returns:
     pixel_values float32[T/2 * grid_h * grid_w, 1176] and grid_thw int64[3]
     = (ceil(T / 2), grid_h, grid_w).
   """
-  frames = [to_rgb(f) for f in frames]
+  frames = [to_rgb(f, composite_transparency) for f in frames]
   if not frames:
     raise ValueError("a video needs at least one frame")
   h, w = smart_resize(frames[0].height, frames[0].width, FACTOR, min_pixels,
@@ -146,6 +168,12 @@ def preprocess_video(frames, min_pixels: int = 128 * 28 * 28,
   xs += xs[-1:] * (-len(xs) % TEMPORAL)
   grid = np.array([len(xs) // TEMPORAL, h // PATCH, w // PATCH], np.int64)
   return _patchify(np.stack(xs)), grid
+
+
+def merged_tokens(grid_thw) -> int:
+  """LLM tokens of one image / video of grid ``(t, h, w)`` (in 14-px
+  patches): each ``MERGE`` x ``MERGE`` group of patches is one token."""
+  return int(np.prod(grid_thw)) // (MERGE * MERGE)
 
 
 def sample_frame_indices(total_frames: int, fps: float,

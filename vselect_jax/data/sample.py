@@ -2,9 +2,11 @@
 
 ``SampleBuilder`` is what the grain workers run per record. Images are
 opened and ``.convert("RGB")``-ed exactly as the reference's training data
-code does (so an RGBA image loses its alpha rather than being composited),
-then go through ``preprocess_image`` (HF's processor, numpy). Every failure
-is a ``RecordError`` whose ``kind`` the skip accounting counts.
+code does (so an RGBA image loses its alpha and a transparent palette index
+keeps its colour rather than being composited onto white), then go through
+``preprocess_image`` (HF's processor, numpy). The prompt is
+``chat.tokenize_conversation``, the template evaluation uses too. Every
+failure is a ``RecordError`` whose ``kind`` the skip accounting counts.
 
 A sample is a dict of numpy arrays:
   input_ids, labels int32[n]; position_ids int32[3, n];
@@ -27,13 +29,12 @@ from transformers import AutoTokenizer
 from vselect_jax.data import chat
 from vselect_jax.data.errors import RecordError
 from vselect_jax.data.image_processor import (PATCH_DIM, decode_image,
-                                              preprocess_image,
+                                              merged_tokens, preprocess_image,
                                               preprocess_video,
                                               sample_frame_indices)
 from vselect_jax.data.records import RawRecord, media_paths, parse_record
 from vselect_jax.host.rope_index import get_rope_index
 
-MERGE_AREA = 4          # 2x2 patches per merged visual token
 _LOAD_LOCK = threading.Lock()
 
 
@@ -91,6 +92,9 @@ class SampleBuilder:
     video_min_pixels, video_max_pixels: per-frame area bounds (the
       reference's 4 * 28 * 28 / 32 * 28 * 28).
     video_fps: frame rate assumed for a folder of frames.
+    composite_transparency: composite transparent pixels onto white after
+      the RGB conversion, as transformers 5.x's processor would; off by
+      default, as the reference (transformers 4.50) does not.
   """
 
   def __init__(self, tokenizer, *, min_pixels: int = 784,
@@ -98,7 +102,8 @@ class SampleBuilder:
                allow_video: bool = False,
                video_min_pixels: int = 4 * 28 * 28,
                video_max_pixels: int = 32 * 28 * 28,
-               video_fps: float = 2.0):
+               video_fps: float = 2.0,
+               composite_transparency: bool = False):
     self.tokenizer = ThreadTokenizer(tokenizer)
     self.min_pixels, self.max_pixels = min_pixels, max_pixels
     self.tokens_per_second = tokens_per_second
@@ -106,6 +111,7 @@ class SampleBuilder:
     self.video_min_pixels = video_min_pixels
     self.video_max_pixels = video_max_pixels
     self.video_fps = video_fps
+    self.composite_transparency = composite_transparency
 
   def image(self, record: RawRecord, rel: str):
     """Patches and grid of one image of the record."""
@@ -114,7 +120,9 @@ class SampleBuilder:
       img = decode_image(data)
       if img.mode != "RGB":  # the reference's .convert("RGB"), no copy
         img = img.convert("RGB")
-      return preprocess_image(img, self.min_pixels, self.max_pixels)
+      return preprocess_image(
+          img, self.min_pixels, self.max_pixels,
+          composite_transparency=self.composite_transparency)
     except RecordError:
       raise
     except Exception as e:  # PIL raises many types for broken files
@@ -136,8 +144,9 @@ class SampleBuilder:
     try:
       frames = [decode_image(record.read_media(f"{rel}/{names[i]}"))
                 .convert("RGB") for i in idx]
-      pix, grid = preprocess_video(frames, self.video_min_pixels,
-                                   self.video_max_pixels)
+      pix, grid = preprocess_video(
+          frames, self.video_min_pixels, self.video_max_pixels,
+          composite_transparency=self.composite_transparency)
     except RecordError:
       raise
     except Exception as e:
@@ -163,8 +172,8 @@ class SampleBuilder:
     videos = [self.video(record, p) for p in video_paths]
     tok = self.tokenizer.get()
     ids, labels = chat.tokenize_conversation(
-        tok, turns, [int(np.prod(g)) // MERGE_AREA for _, g in images],
-        [int(np.prod(g)) // MERGE_AREA for _, g, _ in videos])
+        tok, turns, [merged_tokens(g) for _, g in images],
+        [merged_tokens(g) for _, g, _ in videos])
     image_grid = np.array([g for _, g in images], np.int64).reshape(-1, 3)
     video_grid = np.array([g for _, g, _ in videos], np.int64).reshape(-1, 3)
     pos, _ = get_rope_index(

@@ -43,9 +43,6 @@ from vselect_jax.eval import tasks as tasks_lib
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "You are a helpful assistant."
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
   """How samples are prepared and run.
@@ -105,7 +102,8 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
                     record: records_lib.EvalRecord,
                     settings: EvalSettings) -> Example:
   """Chat-templated token ids and pixels of one record."""
-  from vselect_jax.data import preprocess_image
+  from vselect_jax.data import chat, preprocess_image
+  from vselect_jax.data.image_processor import merged_tokens
   pix, grids, images = [], [], []
   for path in record.images:
     im = load_image(path, settings)
@@ -113,13 +111,9 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
     pix.append(p)
     grids.append(np.asarray(g).reshape(3))
     images.append(im)
-  vision = "".join(
-      "<|vision_start|>" + "<|image_pad|>" * (int(np.prod(g)) // 4) +
-      "<|vision_end|>" for g in grids)
-  text = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
-          f"<|im_start|>user\n{vision}{tasks_lib.build_prompt(spec, record)}"
-          "<|im_end|>\n<|im_start|>assistant\n")
-  ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+  # The one chat template of training and evaluation (data/chat.py).
+  ids = chat.prompt_ids(tokenizer, tasks_lib.build_prompt(spec, record),
+                        [merged_tokens(g) for g in grids])
   return Example(record, np.asarray([ids], np.int32),
                  np.concatenate(pix) if pix else None,
                  np.stack(grids) if grids else None, images)

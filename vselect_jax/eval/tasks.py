@@ -3,9 +3,10 @@
 Prompts reproduce lmms-eval's ``doc_to_text`` with the "default" kwargs that
 the VisionSelector scripts use (``docvqa_val``, ``chartqa``, ``textvqa_val``,
 ``ocrbench``, ``scienceqa_img``, ``ai2d_no_mask``, ``mmmu_val``, ``mme``,
-``pope``). ``build_prompt`` returns the user text only: the caller puts the
-images first and applies the chat template. Like the lmms-eval Qwen2.5-VL
-wrapper, literal ``<image>`` strings are removed from the text (MMMU's
+``pope``). ``build_prompt`` returns the user text only:
+``vselect_jax.data.chat.prompt_ids`` puts the images first and applies the
+chat template, the one training samples are built with. Like the lmms-eval
+Qwen2.5-VL wrapper, literal ``<image>`` strings are removed from the text (MMMU's
 ``<image 1>`` references are not ``<image>`` and stay).
 
 Decoding is greedy up to ``max_new_tokens``; generation stops at the eos
@@ -332,7 +333,8 @@ def check_record(task: str | TaskSpec, record: EvalRecord) -> None:
 
 
 def build_prompt(task: str | TaskSpec, record: EvalRecord) -> str:
-  """The user text of ``record`` for ``task`` (images go before it)."""
+  """The user text of ``record`` for ``task``; ``data.chat.prompt_ids``
+  makes the prompt of it (system turn, images first, generation prompt)."""
   spec = get_task(task) if isinstance(task, str) else task
   check_record(spec, record)
   return spec.prompt_fn(record).replace("<image>", "")

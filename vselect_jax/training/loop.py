@@ -24,6 +24,7 @@ from vselect_jax import sharding as shard_lib
 from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.host import train_batch as batch_lib
 from vselect_jax.training import flops as flops_lib
+from vselect_jax.training import loss as loss_lib
 from vselect_jax.training import optim
 from vselect_jax.training import step as step_lib
 from vselect_jax.training.checkpointing import Checkpointer
@@ -130,7 +131,8 @@ def train(config, workdir: str,
   compute = config.get("compute_dtype", None)
   step_fn = step_lib.make_train_step(
       graphdef, tx, reg, grad_accum=accum, remat=config.get("remat", True),
-      compute_dtype=jnp.dtype(compute) if compute else None, parts=parts)
+      compute_dtype=jnp.dtype(compute) if compute else None, parts=parts,
+      ce_weighting=loss_lib.CEWeighting.from_config(config))
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 

@@ -3,8 +3,9 @@
 By default only the scorer trains (parameters under
 ``visual.importance_scorer``); vision tower, merger and LLM are frozen (the
 tower's output is stop-gradiented; the LLM is rematerialised, since the CE
-gradient must flow back through it into the soft mask). Loss, as the
-reference: token-mean CE + w(step) * BCE(soft, hard).
+gradient must flow back through it into the soft mask). Loss: CE
+(``loss.cross_entropy``: a token mean by default, the reference's per-group
+means with ``ce_weighting``) + w(step) * BCE(soft, hard), as the reference.
 
 ``Parts`` holds the reference's switches (``tune_mm_vision``,
 ``tune_mm_mlp``, ``tune_mm_llm``, ``tune_compressor``), so the same step
@@ -22,6 +23,7 @@ import optax
 from flax import nnx
 
 from vselect_jax.forward import Selection, forward
+from vselect_jax.training.loss import CEWeighting, cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,26 +99,11 @@ def init_state(model, tx: optax.GradientTransformation,
                               jnp.int32(0), jnp.int32(0))
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array,
-                                                                 jax.Array]:
-  """Token-mean next-token CE over labels != -100 (HF's shift by one).
-
-  Returns (mean CE, number of supervised tokens).
-  """
-  logits = logits[:, :-1].astype(jnp.float32)
-  target = labels[:, 1:]
-  valid = target != -100
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, jnp.maximum(target, 0)[..., None],
-                             axis=-1)[..., 0]
-  n = valid.sum()
-  return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(n, 1), n
-
-
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     reg_weight: Callable, *, grad_accum: int = 1,
                     remat: bool = True, compute_dtype=None,
-                    parts: Parts = Parts()):
+                    parts: Parts = Parts(),
+                    ce_weighting: CEWeighting = CEWeighting()):
   """Builds ``step(state, batch, k_row) -> (state, metrics)``.
 
   Args:
@@ -129,6 +116,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       forward (bf16 on accelerators); their float32 master copies are what
       the optimizer updates.
     parts: what trains (must match ``init_state``).
+    ce_weighting: how the CE averages supervised tokens (``loss``).
   """
 
   def loss_fn(trainable, frozen, batch, k_row, w):
@@ -139,7 +127,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     if not parts.tune_compressor:  # backbone training: all visual tokens
       out = forward(model, batch, remat=remat,
                     vision_grad=parts.vision_trains)
-      ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"])
+      ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"],
+                                   ce_weighting)
       return ce, {"ce": ce, "supervised_tokens": n_tokens,
                   "visual_tokens": visual.sum(), "reg_weight": w}
     # The training path: the scorer's soft top-k scales the visual tokens,
@@ -148,7 +137,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     out = forward(model, batch, Selection("selector", k_token, k_row),
                   relaxed=True, remat=remat, vision_grad=parts.vision_trains)
     soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
-    ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"])
+    ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"],
+                                 ce_weighting)
     n_vis = jnp.maximum(visual.sum(), 1)
     metrics = {
         "ce": ce, "bce": bce, "reg_weight": w,
