@@ -71,7 +71,7 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--per-image", action="store_true",
                  help="budget per image instead of pooled per sample")
   p.add_argument("--limit", type=int, default=None,
-                 help="only the first N records")
+                 help="only the first N (usable) records")
   p.add_argument("--seed", type=int, default=0, help="for --method random")
   p.add_argument("--min-pixels", type=int, default=200704)
   p.add_argument("--max-pixels", type=int, default=1605632)

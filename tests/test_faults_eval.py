@@ -213,3 +213,22 @@ def test_streaming_gives_the_results_of_preparing_all_first(data, tmp_path):
                    for p in preds], summary["metrics"])
   assert runs["streamed"] == runs["upfront"]
   assert len(runs["streamed"][0]) == 4
+
+
+def test_an_error_mid_run_stops_the_prefetch_thread(data, fake, tmp_path):
+  import threading
+  _, good, _ = data
+  model, tok = fake
+  calls = []
+
+  def failing(input_ids, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise RuntimeError("device lost")
+    return _FakeModel.generate(model, input_ids, **kwargs)
+  model.generate = failing
+  with pytest.raises(RuntimeError, match="device lost"):
+    runner.run_one(model, tok, "chartqa", good, 0.5, "selector",
+                   str(tmp_path / "o"), SETTINGS, progress=False)
+  assert not [t for t in threading.enumerate() if t.name == "eval-prefetch"]
+  assert len(model.prepared) <= 3 + SETTINGS.prefetch + 1

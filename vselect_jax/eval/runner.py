@@ -35,6 +35,7 @@ those found only when an image is decoded included.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -336,8 +337,12 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
   warm, scored = [], []
   bar = _progress(len(examples), f"{task} {method} {budget_name(budget)}",
                   progress)
-  with open(pred_path, "w") as f:
-    for i, ex in enumerate(examples):
+  stream = iter(examples)
+  # Closing the stream on an error stops its prefetch thread at once.
+  closing = (contextlib.closing(stream) if hasattr(stream, "close")
+             else contextlib.nullcontext())
+  with open(pred_path, "w") as f, closing:
+    for i, ex in enumerate(stream):
       timings = {}
       compiles = model.num_compiles
       tokens = model.generate(
