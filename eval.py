@@ -14,6 +14,13 @@ table. ``sweep`` runs a grid of methods and budgets and adds ``sweep.md``,
 ``sweep.csv`` and ``sweep.png``. ``score`` scores saved predictions without
 a model. ``convert`` turns lmms-lab parquet files into the local JSONL +
 images format. Budget ``none`` runs the uncompressed base model.
+
+``run`` and ``sweep`` check their options, the whole method x budget grid and
+the data file (every line, every image exists and opens) before loading the
+model, and stop at the first problem with its file, line and id (exit 2).
+``--skip-bad`` skips bad records instead and counts them by kind in
+``summary.json``. Examples are prepared ``--prefetch`` ahead of the model, so
+memory does not grow with the data set.
 """
 from __future__ import annotations
 
@@ -64,7 +71,7 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--per-image", action="store_true",
                  help="budget per image instead of pooled per sample")
   p.add_argument("--limit", type=int, default=None,
-                 help="only the first N records")
+                 help="only the first N (usable) records")
   p.add_argument("--seed", type=int, default=0, help="for --method random")
   p.add_argument("--min-pixels", type=int, default=200704)
   p.add_argument("--max-pixels", type=int, default=1605632)
@@ -72,25 +79,57 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
                  help="JPEG round trip as the reference; 0 disables")
   p.add_argument("--max-new-tokens", type=int, default=None,
                  help="override the task's generation limit")
+  p.add_argument("--skip-bad", action="store_true",
+                 help="skip bad records (malformed line, missing or corrupt "
+                 "image) and count them in summary.json instead of stopping")
+  p.add_argument("--prefetch", type=int, default=2, metavar="N",
+                 help="examples prepared ahead of the model (host memory "
+                 "grows with N)")
   p.add_argument("--no-progress", action="store_true")
+
+
+def _settings(args):
+  """EvalSettings from the flags; ValueError names a bad one."""
+  from vselect_jax.eval import runner
+  if args.jpeg_quality < 0:
+    raise ValueError(f"--jpeg-quality must be in [0, 100] (0 disables), got "
+                     f"{args.jpeg_quality}")
+  return runner.EvalSettings(
+      min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+      jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
+      seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
+      skip_bad=args.skip_bad, prefetch=args.prefetch)
 
 
 def _load(args):
   import jax
   import vselect_jax
   from transformers import AutoTokenizer
-  from vselect_jax.eval import runner
   dtype = args.dtype
   if dtype == "auto":
     dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
   model = vselect_jax.from_pretrained(args.model, dtype=dtype)
   # Conversion copies the tokenizer files next to the weights.
   tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-  settings = runner.EvalSettings(
-      min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-      jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
-      seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens)
-  return model, tokenizer, settings
+  return model, tokenizer
+
+
+def _check(args):
+  """Everything that can be checked without the model: options, the grid,
+  the data file. Returns (settings, methods, data)."""
+  from vselect_jax.eval import records, tasks
+  from vselect_jax.eval import sweep as sweep_lib
+  settings = _settings(args)
+  methods = ([m.strip() for m in args.methods.split(",") if m.strip()]
+             if args.command == "sweep" else [args.method])
+  sweep_lib.check_grid(methods, args.budgets, settings)
+  data = records.read_data(args.data, tasks.get_task(args.task)
+                           .required_fields, skip_bad=settings.skip_bad)
+  if data.skipped:
+    counts = ", ".join(f"{k} {n}" for k, n in data.skip_counts().items() if n)
+    print(f"skipping {len(data.skipped)} bad records of {args.data} "
+          f"({counts}); first: {data.skipped[0].error}", file=sys.stderr)
+  return settings, methods, data
 
 
 def run_command(args) -> int:
@@ -98,19 +137,25 @@ def run_command(args) -> int:
   from vselect_jax.eval import runner, score
   from vselect_jax.eval import sweep as sweep_lib
   from vselect_jax.eval.records import EvalDataError
-  model, tokenizer, settings = _load(args)
+  try:
+    settings, methods, data = _check(args)
+  except ValueError as e:  # EvalDataError included
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  try:
+    model, tokenizer = _load(args)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: cannot load the model {args.model}: {e}", file=sys.stderr)
+    return 2
   try:
     if args.command == "sweep":
-      methods = [m.strip() for m in args.methods.split(",") if m.strip()]
       rows = sweep_lib.run_sweep(model, tokenizer, args.task, args.data,
                                  methods, args.budgets, args.out, settings,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, data=data)
       print(sweep_lib.format_rows(rows, sweep_lib.headline_metric(args.task)))
       print(f"wrote {os.path.join(args.out, args.task)}/sweep.md, "
             "sweep.csv, sweep.png")
       return 0
-    spec = runner.tasks_lib.get_task(args.task)
-    examples = runner.prepare_examples(tokenizer, spec, args.data, settings)
     rows = []
     for budget in args.budgets:
       cell = os.path.join(args.out, args.task,
@@ -118,8 +163,7 @@ def run_command(args) -> int:
       summary = runner.run_one(model, tokenizer, args.task, args.data, budget,
                                args.method, cell, settings,
                                visualize=args.visualize,
-                               progress=not args.no_progress,
-                               examples=examples)
+                               progress=not args.no_progress, data=data)
       print(score.format_table(summary))
       print(f"wrote {cell}/predictions.jsonl, summary.json\n")
       rows.append(sweep_lib.sweep_row(summary, args.task))

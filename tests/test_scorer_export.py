@@ -149,3 +149,63 @@ def test_merge_from_the_scorer_file_train_py_writes(converted, tmp_path):
              np.zeros((2, 2), np.float32)}, str(bad))
   with pytest.raises(KeyError, match="expected the scorer tensors"):
     export_scorer.load_scorer(str(bad))
+
+
+def test_existing_dst_is_never_replaced_silently(converted, tmp_path, capsys):
+  dst = tmp_path / "model.safetensors"
+  dst.write_bytes(b"the base model's weights")
+  args = ["--src", str(converted / "jax"), "--dst", str(dst)]
+  assert export_scorer.main(args) == 1
+  assert "pass --overwrite" in capsys.readouterr().err
+  assert dst.read_bytes() == b"the base model's weights"
+  assert export_scorer.main(args + ["--overwrite"]) == 0
+  assert sorted(load_file(dst)) == sorted(
+      export_scorer.load_scorer(str(converted / "jax")))
+  # A directory is no file destination, --overwrite or not: a clear error.
+  for extra in ([], ["--overwrite"]):
+    assert export_scorer.main(["--src", str(converted / "jax"), "--dst",
+                               str(tmp_path)] + extra) == 1
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+  assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+
+
+def test_merge_copies_the_base_unless_link(converted, tmp_path):
+  base = converted / "hf"
+  copy, linked = tmp_path / "copy", tmp_path / "linked"
+  for dst, extra in ((copy, []), (linked, ["--link"])):
+    assert export_scorer.main(["--src", str(converted / "jax"),
+                               "--merge-into", str(base), "--dst", str(dst)]
+                              + extra) == 0
+  for name in os.listdir(base):
+    target = export_scorer.BASE_SHARD if name == "model.safetensors" else name
+    assert not os.path.samefile(base / name, copy / target), name
+    # --link shares only the weight shards, never configs or tokenizer.
+    assert os.path.samefile(base / name, linked / target) == (
+        name.endswith(".safetensors")), name
+  before = (base / "config.json").read_text()
+  with open(linked / "config.json", "a") as f:
+    f.write("\n")
+  assert (base / "config.json").read_text() == before
+  # The merged directory exists now: refused, then replaced on request.
+  args = ["--src", str(converted / "jax"), "--merge-into", str(base),
+          "--dst", str(copy)]
+  assert export_scorer.main(args) == 1
+  assert export_scorer.main(args + ["--overwrite"]) == 0
+  assert export_scorer.main(["--src", str(converted / "jax"), "--merge-into",
+                             str(base), "--dst", str(base),
+                             "--overwrite"]) == 1
+
+
+def test_merge_checks_the_scorer_width_first(converted, tmp_path, capsys):
+  from conversion.safetensors_io import save_file
+  narrow = tmp_path / "narrow.safetensors"
+  save_file({f"{export_scorer.PREFIX}{p}.{w}": np.zeros(
+      (16, 32) if w == "weight" else (16,), np.float32)
+      for p in ("q_proj", "k_proj") for w in ("weight", "bias")}, str(narrow))
+  dst = tmp_path / "m"
+  assert export_scorer.main(["--src", str(narrow), "--merge-into",
+                             str(converted / "hf"), "--dst", str(dst)]) == 1
+  err = capsys.readouterr().err
+  assert f"q_proj.weight: expected ({D // 2}, {D}), got (16, 32)" in err
+  assert not dst.exists() and os.listdir(tmp_path) == ["narrow.safetensors"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 
 import numpy as np
 
@@ -50,12 +52,65 @@ def save_params(path: str, flat: dict[tuple, np.ndarray]) -> None:
   ckpt.wait_until_finished()
 
 
+# Files every Orbax checkpoint that ``save_params`` writes has (OCDBT).
+_ORBAX_FILES = ("_METADATA", "manifest.ocdbt")
+
+
 def load_params(path: str) -> dict[tuple, np.ndarray]:
+  """The flat parameter dict of the converted checkpoint ``path``.
+
+  Raises:
+    FileNotFoundError: one line naming the checkpoint and what is missing
+      or unreadable (no params/, an Orbax file gone, a data file gone).
+  """
   import orbax.checkpoint as ocp
   params_dir = os.path.join(os.path.abspath(path), "params")
   if not os.path.isdir(params_dir):
     raise FileNotFoundError(f"{path}: converted checkpoint has no params/")
-  return flatten(ocp.StandardCheckpointer().restore(params_dir))
+  for name in _ORBAX_FILES:
+    if not os.path.isfile(os.path.join(params_dir, name)):
+      raise FileNotFoundError(
+          f"{path}: converted checkpoint is incomplete: params/{name} is "
+          "missing (convert it again)")
+  try:
+    tree = ocp.StandardCheckpointer().restore(params_dir)
+  except Exception as e:  # tensorstore / orbax: a file inside params/
+    _quiet_closed_loop_callbacks()
+    raise FileNotFoundError(
+        f"{path}: converted checkpoint is damaged: {_what_failed(e)} "
+        "(convert it again)") from None
+  return flatten(tree)
+
+
+def _what_failed(e: Exception) -> str:
+  """The file tensorstore could not read, from its long message."""
+  text = str(e)
+  files = re.findall(r'local file "([^"]+)"', text)
+  missing = [f for f in files if not os.path.exists(f)]
+  if missing:
+    return f"{missing[-1]} is missing"
+  if files:
+    return f"cannot read {files[-1]}: {text.splitlines()[0][:200]}"
+  return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After a failed restore, tensorstore completes the reads still in flight
+  onto orbax's event loop, which is closed by then: each prints a
+  ``RuntimeError: Event loop is closed`` traceback (~70 lines in all)
+  through ``sys.unraisablehook``. Drops exactly those; anything else still
+  reaches the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_vselect_quiet", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+  hook._vselect_quiet = True
+  sys.unraisablehook = hook
 
 
 def restore_params(path: str, targets: dict[tuple, "jax.ShapeDtypeStruct"]

@@ -19,7 +19,11 @@ decoded answer, stop strings already cut off), optionally ``prefill_ms``,
 ``peak_memory_bytes`` for the efficiency summary.
 
 Every problem is reported as an ``EvalDataError`` naming the file and line
-(and the id where there is one).
+(and the id where there is one). ``read_data`` also checks that every image
+exists and opens as an image, so a run can validate its whole data file
+before loading a model; with ``skip_bad`` it skips bad records instead and
+counts them by kind (``BAD_KINDS``, the names of training's skip accounting
+in ``data/errors.py``).
 """
 from __future__ import annotations
 
@@ -36,8 +40,27 @@ _RECORD_FIELDS = ("id", "image", "question", "answers", "options", "category",
                   "question_type", "hint", "group")
 
 
+# Why a data record is bad, in report order (a subset of training's
+# ``data.errors.SKIP_KINDS``, under the same names).
+BAD_KINDS = ("malformed", "missing_file", "corrupt_image")
+
+
 class EvalDataError(ValueError):
   """A malformed data or predictions file."""
+
+
+class BadRecordError(EvalDataError):
+  """One data record that cannot be evaluated.
+
+  Attributes:
+    kind: one of ``BAD_KINDS``.
+  """
+
+  def __init__(self, kind: str, message: str):
+    if kind not in BAD_KINDS:
+      raise ValueError(f"unknown bad-record kind {kind!r}")
+    super().__init__(message)
+    self.kind = kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +106,11 @@ class Prediction:
   peak_memory_bytes: float | None = None
 
 
-def _json_lines(path: str) -> Iterator[tuple[int, dict]]:
-  """Yields (line number, object) for every non-blank line."""
+def _json_lines(path: str, strict: bool = True
+                ) -> Iterator[tuple[int, dict | BadRecordError]]:
+  """Yields (line number, object) for every non-blank line; a line that is
+  not a JSON object raises, or with ``strict=False`` is yielded as its
+  ``BadRecordError``."""
   if not os.path.isfile(path):
     raise EvalDataError(f"{path}: no such file")
   with open(path, encoding="utf-8") as f:
@@ -93,12 +119,17 @@ def _json_lines(path: str) -> Iterator[tuple[int, dict]]:
         continue
       try:
         obj = json.loads(line)
+        if not isinstance(obj, dict):
+          raise BadRecordError(
+              "malformed", f"{path}:{lineno}: expected a JSON object, got "
+              f"{type(obj).__name__}")
       except json.JSONDecodeError as e:
-        raise EvalDataError(f"{path}:{lineno}: not valid JSON ({e.msg} at "
-                            f"column {e.colno})") from None
-      if not isinstance(obj, dict):
-        raise EvalDataError(f"{path}:{lineno}: expected a JSON object, got "
-                            f"{type(obj).__name__}")
+        obj = BadRecordError("malformed", f"{path}:{lineno}: not valid JSON "
+                             f"({e.msg} at column {e.colno})")
+      except BadRecordError as e:
+        obj = e
+      if strict and isinstance(obj, BadRecordError):
+        raise obj
       yield lineno, obj
 
 
@@ -110,22 +141,162 @@ def _where(path: str, lineno: int, obj: dict) -> str:
 def _str_list(value, where: str, key: str, allow_empty: bool) -> tuple:
   if (not isinstance(value, list)
       or not all(isinstance(v, str) for v in value)):
-    raise EvalDataError(f"{where}: {key!r} must be a list of strings, got "
-                        f"{value!r}")
+    raise BadRecordError("malformed", f"{where}: {key!r} must be a list of "
+                         f"strings, got {value!r}")
   if not value and not allow_empty:
-    raise EvalDataError(f"{where}: {key!r} must not be empty")
+    raise BadRecordError("malformed", f"{where}: {key!r} must not be empty")
   return tuple(value)
 
 
 def _opt_str(obj: dict, key: str, where: str) -> str | None:
   value = obj.get(key)
   if value is not None and not isinstance(value, str):
-    raise EvalDataError(f"{where}: {key!r} must be a string, got {value!r}")
+    raise BadRecordError("malformed", f"{where}: {key!r} must be a string, "
+                         f"got {value!r}")
   return value
 
 
+def _parse_record(obj: dict, where: str, lineno: int, root: str,
+                  required: Sequence[str]) -> EvalRecord:
+  """One line's record; raises ``BadRecordError`` ("malformed")."""
+  for key in ("id", "image", "question", "answers", *required):
+    if key not in obj or obj[key] is None:
+      raise BadRecordError("malformed", f"{where}: missing key {key!r}")
+  rid = obj["id"]
+  if not isinstance(rid, str) or not rid:
+    raise BadRecordError("malformed", f"{where}: 'id' must be a non-empty "
+                         f"string, got {rid!r}")
+  image = obj["image"]
+  images = ((image,) if isinstance(image, str)
+            else _str_list(image, where, "image", allow_empty=True))
+  if any(not p for p in images):
+    raise BadRecordError("malformed", f"{where}: empty image path")
+  if not isinstance(obj["question"], str):
+    raise BadRecordError("malformed", f"{where}: 'question' must be a string")
+  answers = _str_list(obj["answers"], where, "answers", allow_empty=False)
+  options = obj.get("options")
+  if options is not None:
+    options = _str_list(options, where, "options", allow_empty=False)
+  images = tuple(os.path.join(root, p) for p in images)
+  group = _opt_str(obj, "group", where)
+  return EvalRecord(
+      id=rid, images=images, question=obj["question"], answers=answers,
+      options=options, category=_opt_str(obj, "category", where),
+      question_type=_opt_str(obj, "question_type", where),
+      hint=_opt_str(obj, "hint", where),
+      group=group if group is not None else (images[0] if images else rid),
+      line=lineno,
+      extra={k: v for k, v in obj.items() if k not in _RECORD_FIELDS})
+
+
+def check_image(path: str) -> None:
+  """Raises ``BadRecordError`` when ``path`` is absent or not an image.
+
+  Reads only the header (cheap for a whole benchmark); a file damaged past
+  its header fails later, when the image is decoded.
+  """
+  if not os.path.isfile(path):
+    raise BadRecordError("missing_file", f"image {path}: no such file")
+  from PIL import Image
+  try:
+    with Image.open(path):
+      pass
+  except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError included
+    raise BadRecordError("corrupt_image", f"image {path} is not a readable "
+                         f"image ({e})") from None
+
+
+@dataclasses.dataclass
+class Skipped:
+  """A bad record left out of the run."""
+  kind: str      # one of BAD_KINDS
+  line: int
+  id: str | None
+  error: str
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class EvalData:
+  """A validated data file.
+
+  Attributes:
+    path: the JSONL file.
+    records: the usable records, in file order.
+    skipped: the bad records left out (only with ``skip_bad``).
+  """
+  path: str
+  records: list[EvalRecord]
+  skipped: list[Skipped] = dataclasses.field(default_factory=list)
+
+  def skip_counts(self) -> dict[str, int]:
+    """{kind: count} over ``BAD_KINDS`` (zeros included)."""
+    return {k: sum(s.kind == k for s in self.skipped) for k in BAD_KINDS}
+
+
+def read_data(path: str, required: Sequence[str] = (), *,
+              check_images: bool = True, skip_bad: bool = False) -> EvalData:
+  """Reads and validates a data file, optionally skipping bad records.
+
+  Args:
+    path: the JSONL file.
+    required: keys beyond id/image/question/answers that every line must
+      have (a task's ``required_fields``).
+    check_images: also check that every image exists and is an image
+      (``check_image``).
+    skip_bad: leave bad records out and list them in ``skipped`` instead of
+      raising at the first one.
+
+  Raises:
+    EvalDataError: the first bad record (file, line, id and problem) unless
+      ``skip_bad``; a missing file, or no usable record, always.
+  """
+  root = os.path.dirname(os.path.abspath(path))
+  records, skipped, seen = [], [], {}
+  checked: dict[str, BadRecordError | None] = {}  # an image shared by lines
+  for lineno, obj in _json_lines(path, strict=not skip_bad):
+    rid = None
+    try:
+      if isinstance(obj, BadRecordError):
+        raise obj
+      where = _where(path, lineno, obj)
+      rid = obj.get("id") if isinstance(obj.get("id"), str) else None
+      record = _parse_record(obj, where, lineno, root, required)
+      if record.id in seen:
+        raise BadRecordError("malformed", f"{where}: duplicate id "
+                             f"{record.id!r} (first on line "
+                             f"{seen[record.id]})")
+      if check_images:
+        for image in record.images:
+          if image not in checked:
+            try:
+              check_image(image)
+              checked[image] = None
+            except BadRecordError as e:
+              checked[image] = e
+          if checked[image] is not None:
+            bad = checked[image]
+            raise BadRecordError(bad.kind, f"{where}: {bad}")
+    except BadRecordError as e:
+      if not skip_bad:
+        raise
+      skipped.append(Skipped(e.kind, lineno, rid, str(e)))
+      continue
+    seen[record.id] = lineno
+    records.append(record)
+  if not records:
+    counts = ", ".join(f"{k}={n}" for k, n in
+                       EvalData(path, [], skipped).skip_counts().items() if n)
+    raise EvalDataError(f"{path}: no records" + (
+        f" left after skipping {len(skipped)} bad ones ({counts})"
+        if skipped else ""))
+  return EvalData(path, records, skipped)
+
+
 def load_records(path: str, required: Sequence[str] = ()) -> list[EvalRecord]:
-  """Reads and validates a data file.
+  """Reads and validates a data file (images are not opened).
 
   Args:
     path: the JSONL file.
@@ -139,45 +310,7 @@ def load_records(path: str, required: Sequence[str] = ()) -> list[EvalRecord]:
     EvalDataError: on malformed lines, missing or mistyped keys, or
       duplicate ids.
   """
-  root = os.path.dirname(os.path.abspath(path))
-  records, seen = [], {}
-  for lineno, obj in _json_lines(path):
-    where = _where(path, lineno, obj)
-    for key in ("id", "image", "question", "answers", *required):
-      if key not in obj or obj[key] is None:
-        raise EvalDataError(f"{where}: missing key {key!r}")
-    rid = obj["id"]
-    if not isinstance(rid, str) or not rid:
-      raise EvalDataError(f"{where}: 'id' must be a non-empty string, got "
-                          f"{rid!r}")
-    if rid in seen:
-      raise EvalDataError(f"{where}: duplicate id {rid!r} (first on line "
-                          f"{seen[rid]})")
-    seen[rid] = lineno
-    image = obj["image"]
-    images = ((image,) if isinstance(image, str)
-              else _str_list(image, where, "image", allow_empty=True))
-    if any(not p for p in images):
-      raise EvalDataError(f"{where}: empty image path")
-    if not isinstance(obj["question"], str):
-      raise EvalDataError(f"{where}: 'question' must be a string")
-    answers = _str_list(obj["answers"], where, "answers", allow_empty=False)
-    options = obj.get("options")
-    if options is not None:
-      options = _str_list(options, where, "options", allow_empty=False)
-    images = tuple(os.path.join(root, p) for p in images)
-    group = _opt_str(obj, "group", where)
-    records.append(EvalRecord(
-        id=rid, images=images, question=obj["question"], answers=answers,
-        options=options, category=_opt_str(obj, "category", where),
-        question_type=_opt_str(obj, "question_type", where),
-        hint=_opt_str(obj, "hint", where),
-        group=group if group is not None else (images[0] if images else rid),
-        line=lineno,
-        extra={k: v for k, v in obj.items() if k not in _RECORD_FIELDS}))
-  if not records:
-    raise EvalDataError(f"{path}: no records")
-  return records
+  return read_data(path, required, check_images=False).records
 
 
 def load_predictions(path: str, known_ids: Collection[str]

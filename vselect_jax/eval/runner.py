@@ -24,15 +24,26 @@ A call that compiles a new program (the first of each bucket) is not timed:
 its timings are left out of the summary's statistics (``warmup_excluded``;
 its wall time is kept as ``first_call_ms``), unlike the reference's plain
 means (no compile there).
+
+Examples are prepared while the model generates: a thread prepares at most
+``EvalSettings.prefetch`` examples ahead (``ExampleStream``), so host memory
+is bounded by that depth (each example holds its pixels, ~38 MB at the
+default pixel limits), not by the dataset. The data file is validated before
+(``records.read_data``); with ``skip_bad`` bad records are skipped and
+counted by kind in ``summary.json`` (``skipped``, ``skipped_records``),
+those found only when an image is decoded included.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -54,8 +65,16 @@ class EvalSettings:
       75); None skips it.
     per_image: budget per image instead of pooled over the sample's images.
     seed: for ``method="random"``.
-    limit: evaluate only the first ``limit`` records.
+    limit: evaluate only the first ``limit`` (usable) records.
     max_new_tokens: override the task's generation limit.
+    skip_bad: skip bad records (counted by kind in the summary) instead of
+      stopping at the first.
+    prefetch: examples prepared ahead of the one generating (host memory
+      grows with it; 1 or 2 keep the device fed).
+
+  Raises:
+    ValueError: naming the field (and its ``eval.py`` flag) on a value that
+      would be dropped or misread silently.
   """
   min_pixels: int = 200704
   max_pixels: int = 1605632
@@ -64,20 +83,48 @@ class EvalSettings:
   seed: int = 0
   limit: int | None = None
   max_new_tokens: int | None = None
+  skip_bad: bool = False
+  prefetch: int = 2
+
+  def __post_init__(self):
+    def check(name, low, high=None, optional=False):
+      value = getattr(self, name)
+      if value is None and optional:
+        return
+      flag = "--" + name.replace("_", "-")
+      if (isinstance(value, bool) or not isinstance(value, int)
+          or value < low or (high is not None and value > high)):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} ({flag}) must be an integer {bound}"
+                         + (" or None" if optional else "")
+                         + f", got {value!r}")
+    check("min_pixels", 1)
+    check("max_pixels", 1)
+    check("limit", 1, optional=True)
+    check("max_new_tokens", 1, optional=True)
+    check("jpeg_quality", 1, 100, optional=True)
+    check("prefetch", 1)
+    if self.min_pixels > self.max_pixels:
+      raise ValueError(f"min_pixels ({self.min_pixels}, --min-pixels) is "
+                       f"above max_pixels ({self.max_pixels}, --max-pixels)")
 
 
 def load_image(path: str, settings: EvalSettings) -> Image.Image:
   """The image as the reference's evaluation sees it (RGB, JPEG round trip).
 
   Raises:
-    records.EvalDataError: naming the file when it is missing or unreadable.
+    records.BadRecordError: naming the file when it is missing
+      ("missing_file") or unreadable ("corrupt_image").
   """
   try:
     with Image.open(path) as im:
       im.load()
       rgb = im.convert("RGB")
   except (OSError, ValueError) as e:
-    raise records_lib.EvalDataError(f"cannot read image {path}: {e}") from e
+    kind = ("missing_file" if isinstance(e, FileNotFoundError)
+            else "corrupt_image")
+    raise records_lib.BadRecordError(
+        kind, f"cannot read image {path}: {e}") from e
   if settings.jpeg_quality is None:
     return rgb
   buf = io.BytesIO()
@@ -119,13 +166,18 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
                  np.stack(grids) if grids else None, images)
 
 
-def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool
-                        ) -> tuple[int, int]:
-  """(before, after) selection for one sample."""
+def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
+                        *, merge_unit: int) -> tuple[int, int]:
+  """(before, after) selection for one sample.
+
+  Args:
+    grids: int[I, 3] (t, h, w) in patches, or None.
+    merge_unit: patches per LLM token (``VisionConfig.merge_unit``).
+  """
   from vselect_jax.selector.budget import budget_to_k
   if grids is None:
     return 0, 0
-  per = [int(np.prod(g)) // 4 for g in grids]
+  per = [int(np.prod(g)) // merge_unit for g in grids]
   if budget is None:
     return sum(per), sum(per)
   if per_image:
@@ -144,10 +196,104 @@ def budget_name(budget) -> str:
   return "none" if budget is None else f"{float(budget):g}"
 
 
+def _where(data_path: str, record: records_lib.EvalRecord) -> str:
+  return f"{data_path}:{record.line} (id {record.id!r})"
+
+
+class ExampleStream:
+  """Prepares records into ``Example``s in a thread, at most ``depth`` ahead.
+
+  Iterating yields the examples in record order. At any time at most
+  ``depth`` prepared examples wait in the queue, one is being prepared and
+  one is used by the caller, so host memory stays bounded whatever the
+  number of records. A record whose preparation fails stops the iteration
+  with an error naming the record, or, with ``settings.skip_bad`` and a data
+  problem (``records.BadRecordError``, or a ``ValueError`` of the image
+  processor such as a degenerate image), is left out and listed in
+  ``skipped``.
+
+  Args:
+    tokenizer, spec, settings: as for ``prepare_example``.
+    records: the records to prepare.
+    data_path: the data file (for error messages).
+    depth: queue depth (default ``settings.prefetch``).
+  """
+
+  _DONE = object()
+
+  def __init__(self, tokenizer, spec: tasks_lib.TaskSpec,
+               records: Sequence[records_lib.EvalRecord],
+               settings: EvalSettings, *, data_path: str,
+               depth: int | None = None):
+    self.tokenizer, self.spec, self.settings = tokenizer, spec, settings
+    self.records = list(records)
+    self.data_path = data_path
+    self.depth = settings.prefetch if depth is None else depth
+    self.skipped: list[records_lib.Skipped] = []
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def _prepare(self, record):
+    """An Example, a Skipped, or the exception to raise in the caller."""
+    where = _where(self.data_path, record)
+    try:
+      return prepare_example(self.tokenizer, self.spec, record, self.settings)
+    except records_lib.BadRecordError as e:
+      err = records_lib.BadRecordError(e.kind, f"{where}: {e}")
+    except ValueError as e:  # the image processor on a degenerate image
+      err = records_lib.BadRecordError("corrupt_image", f"{where}: {e}")
+    except Exception as e:  # not the data's fault: re-raised, record named
+      e.add_note(f"while preparing {where}")
+      return e
+    if self.settings.skip_bad:
+      return records_lib.Skipped(err.kind, record.line, record.id, str(err))
+    return err
+
+  def __iter__(self) -> Iterator[Example]:
+    q: queue.Queue = queue.Queue(maxsize=self.depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+      while not stop.is_set():
+        try:
+          q.put(item, timeout=0.05)
+          return True
+        except queue.Full:
+          continue
+      return False
+
+    def work():
+      for record in self.records:
+        item = self._prepare(record)
+        if not put(item) or isinstance(item, BaseException):
+          return
+      put(self._DONE)
+
+    thread = threading.Thread(target=work, name="eval-prefetch", daemon=True)
+    thread.start()
+    try:
+      while True:
+        item = q.get()
+        if item is self._DONE:
+          return
+        if isinstance(item, BaseException):
+          raise item
+        if isinstance(item, records_lib.Skipped):
+          log.warning("skipped record (%s): %s", item.kind, item.error)
+          self.skipped.append(item)
+          continue
+        yield item
+    finally:  # also when the caller stops early: never leave it blocked
+      stop.set()
+      thread.join()
+
+
 def run_one(model, tokenizer, task: str, data_path: str, budget,
             method: str, out_dir: str, settings: EvalSettings = EvalSettings(),
             *, visualize: int = 0, progress: bool = True,
-            examples: Sequence[Example] | None = None) -> dict:
+            examples: Sequence[Example] | None = None,
+            data: records_lib.EvalData | None = None) -> dict:
   """Evaluates one (task, method, budget); writes and returns the summary.
 
   Args:
@@ -159,21 +305,38 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
     method: a name of ``vselect_jax.methods.names()``.
     out_dir: this run's directory (created).
     visualize: write selection pictures for the first N samples.
-    examples: prepared examples to reuse (a sweep prepares them once).
+    examples: prepared examples to use instead of streaming them from the
+      data file.
+    data: the data file as ``records.read_data`` validated it (read here
+      when None); its skipped records are counted in the summary.
+
+  Raises:
+    records.EvalDataError: a bad data file or record (naming it), before any
+      output when the data file itself is bad.
   """
   spec = tasks_lib.get_task(task)
+  if data is None:
+    data = records_lib.read_data(data_path, spec.required_fields,
+                                 skip_bad=settings.skip_bad)
   if examples is None:
-    examples = prepare_examples(tokenizer, spec, data_path, settings)
+    examples = ExampleStream(tokenizer, spec,
+                             data.records[:settings.limit], settings,
+                             data_path=data_path)
   os.makedirs(out_dir, exist_ok=True)
+  merge_unit = model.config.vision.merge_unit
   eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   max_new = settings.max_new_tokens or spec.max_new_tokens
   pred_path = os.path.join(out_dir, "predictions.jsonl")
-  warm = []
+  warm, scored = [], []
   bar = _progress(len(examples), f"{task} {method} {budget_name(budget)}",
                   progress)
-  with open(pred_path, "w") as f:
-    for i, ex in enumerate(examples):
+  stream = iter(examples)
+  # Closing the stream on an error stops its prefetch thread at once.
+  closing = (contextlib.closing(stream) if hasattr(stream, "close")
+             else contextlib.nullcontext())
+  with open(pred_path, "w") as f, closing:
+    for i, ex in enumerate(stream):
       timings = {}
       compiles = model.num_compiles
       tokens = model.generate(
@@ -186,7 +349,8 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
                               skip_special_tokens=True)
       text = tasks_lib.cut_at_stop(text, spec.stop).strip()
       before, after = visual_token_counts(ex.image_grid_thw, budget,
-                                          settings.per_image)
+                                          settings.per_image,
+                                          merge_unit=merge_unit)
       # A call that traced a new program also compiled it: not timed.
       first_of_shape = model.num_compiles != compiles
       if first_of_shape:
@@ -202,18 +366,21 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
       if mem is not None:
         row["peak_memory_bytes"] = mem
       f.write(json.dumps(row) + "\n")
+      scored.append(ex.record)
       if i < visualize:
         _visualize(model, ex, budget, method, settings,
                    os.path.join(out_dir, "visualize"), task)
       bar.update(1)
   bar.close()
+  skipped = list(data.skipped) + list(getattr(examples, "skipped", ()))
   summary = score_lib.score_predictions(task, data_path, pred_path,
-                                        allow_missing=settings.limit
-                                        is not None)
+                                        records=scored)
   summary.update({
       "method": method, "budget": budget,
       "settings": dataclasses.asdict(settings),
       "warmup_excluded": len(warm),
+      "skipped": records_lib.EvalData(data_path, [], skipped).skip_counts(),
+      "skipped_records": [s.as_dict() for s in skipped],
   })
   with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
     json.dump(summary, f, indent=2)
@@ -260,7 +427,7 @@ def token_maps(model, ex: Example, budget, method: str,
   kept = np.array([int(p) in kept_pos for p in visual])
   maps, start = [], 0
   for g in ex.image_grid_thw:
-    n = int(np.prod(g)) // 4
+    n = int(np.prod(g)) // model.config.vision.merge_unit
     maps.append((imp[start:start + n], kept[start:start + n]))
     start += n
   return maps

@@ -59,7 +59,9 @@ def efficiency_summary(preds: Sequence[records_lib.Prediction]) -> dict:
 
 def score_predictions(task: str, data_path: str, predictions_path: str,
                       allow_missing: bool = False,
-                      return_samples: bool = False) -> dict:
+                      return_samples: bool = False,
+                      records: Sequence[records_lib.EvalRecord] | None = None
+                      ) -> dict:
   """Scores a predictions file against a data file.
 
   Args:
@@ -69,6 +71,8 @@ def score_predictions(task: str, data_path: str, predictions_path: str,
     allow_missing: score only the records that have a prediction (a partial
       run) instead of failing when some are missing.
     return_samples: add ``"samples"`` (per-record scores) to the result.
+    records: the records to score against, already read from ``data_path``
+      (a run that skipped bad ones); default: all of ``data_path``.
 
   Returns:
     The summary dict (see the module docstring).
@@ -78,7 +82,8 @@ def score_predictions(task: str, data_path: str, predictions_path: str,
       missing predictions unless ``allow_missing``.
   """
   spec = tasks_lib.get_task(task)
-  recs = records_lib.load_records(data_path, spec.required_fields)
+  recs = (list(records) if records is not None else
+          records_lib.load_records(data_path, spec.required_fields))
   preds = records_lib.load_predictions(predictions_path,
                                        [r.id for r in recs])
   missing = [r.id for r in recs if r.id not in preds]
