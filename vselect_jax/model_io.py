@@ -13,12 +13,14 @@ import os
 
 import numpy as np
 
+from vselect_jax import paths
+
 MARKER = "vselect_jax.json"
 FORMAT_VERSION = 1
 
 
 def is_converted(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MARKER))
+  return paths.isfile(paths.join(path, MARKER))
 
 
 def nest(flat: dict[tuple, np.ndarray]) -> dict:
@@ -46,20 +48,20 @@ def flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
 def save_params(path: str, flat: dict[tuple, np.ndarray]) -> None:
   import orbax.checkpoint as ocp
   ckpt = ocp.StandardCheckpointer()
-  ckpt.save(os.path.abspath(path), nest(flat))
+  ckpt.save(paths.absolute(path), nest(flat))
   ckpt.wait_until_finished()
 
 
 def load_params(path: str) -> dict[tuple, np.ndarray]:
   import orbax.checkpoint as ocp
-  params_dir = os.path.join(os.path.abspath(path), "params")
-  if not os.path.isdir(params_dir):
+  params_dir = paths.join(paths.absolute(path), "params")
+  if not paths.isdir(params_dir):
     raise FileNotFoundError(f"{path}: converted checkpoint has no params/")
   return flatten(ocp.StandardCheckpointer().restore(params_dir))
 
 
 def read_marker(path: str) -> dict:
-  with open(os.path.join(path, MARKER)) as f:
+  with paths.open(paths.join(path, MARKER)) as f:
     marker = json.load(f)
   if marker.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{path}: unsupported vselect-jax checkpoint format "
@@ -68,5 +70,5 @@ def read_marker(path: str) -> dict:
 
 
 def write_marker(path: str, **fields) -> None:
-  with open(os.path.join(path, MARKER), "w") as f:
+  with paths.open(paths.join(path, MARKER), "w") as f:
     json.dump({"format_version": FORMAT_VERSION, **fields}, f, indent=2)
