@@ -26,7 +26,7 @@ from vselect_jax import paths
 
 
 class FakeBucket(MemoryFileSystem):
-  """``gs://b/x`` kept in memory (its own store, not memory://'s)."""
+  """``gs://bucket/x`` kept in memory (its own store, not memory://'s)."""
   protocol = ("gs", "gcs")
   store: dict = {}
   pseudo_dirs = [""]
@@ -72,14 +72,14 @@ def bucket(monkeypatch, tmp_path):
 
 
 def test_layer_on_a_bucket(bucket, monkeypatch):
-  root = "gs://b/run"
-  assert paths.join(root, "x", "y.txt") == "gs://b/run/x/y.txt"
-  assert paths.absolute(root) == root and paths.dirname(root) == "gs://b"
-  assert paths.resolve("gs://b/run/a/../c") == "gs://b/run/c"
+  root = "gs://bucket/run"
+  assert paths.join(root, "x", "y.txt") == "gs://bucket/run/x/y.txt"
+  assert paths.absolute(root) == root and paths.dirname(root) == "gs://bucket"
+  assert paths.resolve("gs://bucket/run/a/../c") == "gs://bucket/run/c"
   paths.makedirs(paths.join(root, "sub"))
   paths.write_text(paths.join(root, "a.txt"), "héllo\n")
   paths.write_bytes(paths.join(root, "sub", "b.bin"), b"\x00\x01")
-  assert "/b/run/a.txt" in bucket
+  assert "/bucket/run/a.txt" in bucket
   assert paths.read_text(paths.join(root, "a.txt")) == "héllo\n"
   assert paths.listdir(root) == ["a.txt", "sub"]
   assert paths.isdir(paths.join(root, "sub"))
@@ -101,14 +101,31 @@ def test_layer_on_a_bucket(bucket, monkeypatch):
     real_copy = paths.copy
     monkeypatch.setattr(paths, "copy", lambda s, d: (
         order.append(os.path.basename(d)), real_copy(s, d)))
-    paths.copytree(local, "gs://b/copy", last=("a.txt",))
+    paths.copytree(local, "gs://bucket/copy", last=("a.txt",))
   assert order[-1] == "a.txt" and set(order) == {"a.txt", "b.bin",
                                                   "log.jsonl"}
-  assert paths.read_bytes("gs://b/copy/sub/b.bin") == b"\x00\x01"
-  with paths.local_target("gs://b/out.bin") as tmp:
+  assert paths.read_bytes("gs://bucket/copy/sub/b.bin") == b"\x00\x01"
+  with paths.local_target("gs://bucket/out.bin") as tmp:
     with open(tmp, "wb") as f:
       f.write(b"up")
-  assert paths.read_bytes("gs://b/out.bin") == b"up"
+  assert paths.read_bytes("gs://bucket/out.bin") == b"up"
+
+
+def test_checkpoint_directory_stays_on_the_bucket(bucket, monkeypatch):
+  from orbax.checkpoint._src.path import gcs_utils
+  from vselect_jax.training.checkpointing import Checkpointer
+  # Orbax asks the real GCS API (google-cloud-storage) whether the bucket
+  # has a hierarchical namespace before listing steps.
+  monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled",
+                      lambda path: False)
+  monkeypatch.setattr(paths, "_has_module", lambda name: False)
+  with pytest.raises(ImportError, match=r"google-cloud-storage.*\[gcs\]"):
+    Checkpointer("gs://bucket/run")
+  monkeypatch.setattr(paths, "_has_module", lambda name: True)
+  ckpt = Checkpointer("gs://bucket/run", async_save=False)
+  assert ckpt.directory == "gs://bucket/run/checkpoints"
+  assert paths.isdir(ckpt.directory) and ckpt.latest_step() is None
+  ckpt.manager.close()
 
 
 def test_missing_filesystem_and_unknown_scheme_are_named(monkeypatch):
@@ -117,7 +134,7 @@ def test_missing_filesystem_and_unknown_scheme_are_named(monkeypatch):
   monkeypatch.setattr(fsspec, "get_filesystem_class", no_gcsfs)
   monkeypatch.setattr(paths, "_epath_uses_tf", lambda: False)
   with pytest.raises(ImportError, match=r"gcsfs.*vselect-jax\[gcs\]"):
-    paths.exists("gs://b/x")
+    paths.exists("gs://bucket/x")
   with pytest.raises(ValueError, match="unsupported path scheme memory://"):
     paths.open("memory://x")
 
@@ -145,7 +162,7 @@ def test_training_writes_metrics_and_exports_into_a_bucket(
       super().__init__(local_ckpt, **kw)
 
   monkeypatch.setattr(loop, "Checkpointer", LocalCheckpointer)
-  wd = "gs://b/runs/one"
+  wd = "gs://bucket/runs/one"
   out = loop.train(_config(total=1, every=1,
                            mesh={"data": 1, "fsdp": -1, "tensor": 1}),
                    wd, lambda c, i, n: iter([packed_batch(0, rows=8)]),
@@ -181,7 +198,7 @@ def test_convert_to_a_bucket_and_read_it_back(bucket, tmp_path_factory):
   src = str(tmp_path_factory.mktemp("cv") / "hf")
   hf_tiny.make_model("tied_w56", seed=2).save_pretrained(src)
   testing_tokenizer(src)
-  dst = "gs://b/models/tiny"
+  dst = "gs://bucket/models/tiny"
   assert convert_hf.main(["--src", src, "--dst", dst, "--dtype", "float32",
                           "--no-progress"]) == 0
   assert model_io.is_converted(dst)
@@ -205,16 +222,16 @@ def _bucket_dataset():
   from PIL import Image
   png = io.BytesIO()
   Image.new("RGB", (30, 30), (200, 10, 10)).save(png, format="PNG")
-  paths.write_bytes("gs://b/data/images/red.png", png.getvalue())
-  paths.write_bytes("gs://b/secret.png", b"outside the root")
+  paths.write_bytes("gs://bucket/data/images/red.png", png.getvalue())
+  paths.write_bytes("gs://bucket/secret.png", b"outside the root")
   turns = [{"from": "human", "value": "<image>\nwhat?"},
            {"from": "gpt", "value": "red"}]
   recs = [{"id": i, "image": img, "conversations": turns}
           for i, img in enumerate(["red.png", "nope.png", "../../secret.png"])]
-  paths.write_text("gs://b/data/d.jsonl",
+  paths.write_text("gs://bucket/data/d.jsonl",
                    "".join(json.dumps(r) + "\n" for r in recs))
-  return {"d": {"annotation": "gs://b/data/d.jsonl",
-                "root": "gs://b/data/images"}}, png.getvalue()
+  return {"d": {"annotation": "gs://bucket/data/d.jsonl",
+                "root": "gs://bucket/data/images"}}, png.getvalue()
 
 
 def test_registry_and_shards_from_a_bucket(bucket, tmp_path):

@@ -73,9 +73,29 @@ def _require_backend(s: str) -> None:
   try:
     fsspec.get_filesystem_class(protocol)
   except ImportError as e:
-    extra = " (pip install 'vselect-jax[gcs]')" if s == "gs" else ""
     raise ImportError(f"{s}:// paths need the {package} package: "
-                      f"pip install {package}{extra}") from e
+                      f"{_install_hint(s, package)}") from e
+
+
+def _has_module(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except ModuleNotFoundError:  # a parent package is missing
+    return False
+
+
+def _install_hint(s: str, package: str) -> str:
+  return ("pip install 'vselect-jax[gcs]' (gcsfs, google-cloud-storage)"
+          if s == "gs" else f"pip install {package}")
+
+
+def require_gcs_api(path: PathLike, user: str) -> None:
+  """For a gs:// ``path``: fails, naming the package, unless
+  google-cloud-storage is installed (``user``, e.g. Orbax, calls it)."""
+  if scheme(path) == "gs" and not _has_module("google.cloud.storage"):
+    raise ImportError(f"{user} on {os.fspath(path)} needs the "
+                      f"google-cloud-storage package: "
+                      f"{_install_hint('gs', 'google-cloud-storage')}")
 
 
 def _epath_uses_tf() -> bool:

@@ -22,6 +22,7 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
     # A gs:// workdir goes to Orbax as is (tensorstore writes it natively).
     self.directory = paths.join(paths.absolute(workdir), "checkpoints")
+    paths.require_gcs_api(self.directory, "Orbax's CheckpointManager")
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
