@@ -60,6 +60,7 @@ def bucket(monkeypatch, tmp_path):
   for protocol in ("gs", "gcs"):
     monkeypatch.setitem(registered, protocol, FakeBucket)
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
+  paths._require_backend.cache_clear()
   monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
   monkeypatch.chdir(tmp_path)  # a local "gs:" folder would appear here
   for mod, name in ((builtins, "open"), (io, "open"), (os, "open"),
@@ -68,6 +69,7 @@ def bucket(monkeypatch, tmp_path):
     monkeypatch.setattr(mod, name, _refuse_gs(getattr(mod, name), name))
   yield FakeBucket.store
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
+  paths._require_backend.cache_clear()
   assert not [p for p in os.listdir(tmp_path) if p.startswith("gs")]
 
 
@@ -133,6 +135,7 @@ def test_missing_filesystem_and_unknown_scheme_are_named(monkeypatch):
     raise ImportError("Install gcsfs to access Google Storage")
   monkeypatch.setattr(fsspec, "get_filesystem_class", no_gcsfs)
   monkeypatch.setattr(paths, "_epath_uses_tf", lambda: False)
+  paths._require_backend.cache_clear()  # forget earlier tests' fake bucket
   with pytest.raises(ImportError, match=r"gcsfs.*vselect-jax\[gcs\]"):
     paths.exists("gs://bucket/x")
   with pytest.raises(ValueError, match="unsupported path scheme memory://"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -58,12 +59,14 @@ def as_path(path: PathLike):
   s = scheme(path)
   if s is not None:
     if s not in _FSSPEC:
+      known = ", ".join(f"{k}://" for k in _FSSPEC)
       raise ValueError(f"{os.fspath(path)}: unsupported path scheme {s}:// "
-                       f"(use a local path or {', '.join(f'{k}://' for k in _FSSPEC)})")
+                       f"(use a local path or {known})")
     _require_backend(s)
   return epath.Path(path)
 
 
+@functools.lru_cache(maxsize=None)  # successes only: one check per scheme
 def _require_backend(s: str) -> None:
   """Fails early, naming the package, when ``s://`` cannot be opened."""
   import fsspec
