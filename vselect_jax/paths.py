@@ -29,6 +29,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import uuid
 from typing import IO, Iterator, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
@@ -314,10 +315,12 @@ def staged_dir(dst: PathLike, *, last: Sequence[str] = (),
   untouched.
   """
   remote = is_remote(dst)
-  parent = None if remote else (os.path.dirname(os.path.abspath(dst)) or ".")
-  if parent is not None:
-    os.makedirs(parent, exist_ok=True)
-  stage = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  if remote:  # $TMPDIR must hold the whole directory
+    stage = tempfile.mkdtemp(prefix=prefix)
+  else:  # same filesystem as dst, for the rename; default permissions
+    stage = os.path.join(os.path.dirname(os.path.abspath(dst)),
+                         prefix + uuid.uuid4().hex[:12])
+    os.makedirs(stage)
   try:
     yield stage
     if remote:
