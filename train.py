@@ -32,6 +32,7 @@ def main(argv):
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax is chatty
   import jax
+  from vselect_jax import paths
   from vselect_jax.training import distributed, loop
   distributed.maybe_initialize(_DISTRIBUTED.value)
   logging.info("process %d/%d, %d local / %d global devices (%s)",
@@ -46,7 +47,7 @@ def main(argv):
     wd = _WORKDIR.value
     written = [f"metrics: {wd}/metrics.jsonl", f"tensorboard: {wd}/tensorboard"]
     for what, name in (("scorer", "scorer.safetensors"), ("HF model", "hf")):
-      if os.path.exists(os.path.join(wd, name)):
+      if paths.exists(paths.join(wd, name)):
         written.append(f"{what}: {wd}/{name}")
     print(f"trained to step {int(result['state'].step)}; " + ", ".join(written))
 

@@ -77,24 +77,17 @@ def stage_times(jitted, *args, **kwargs) -> tuple[dict, object]:
 def prefill_program(model, budget):
   """``(jitted, args, kwargs)`` exactly as ``model.generate`` calls its
   prefill for one image and ``budget``."""
-  from vselect_jax.inputs import prepare_batch
-  from vselect_jax.modeling.buckets import bucket
-  from vselect_jax.pretrained import selection_budgets
   cfg = model.config
   visual = int(np.prod(GRID)) // cfg.vision.merge_unit
   ids = np.array([[START] + [IMAGE] * visual + [END] + list(range(10, 26))])
   pix = np.random.default_rng(0).standard_normal(
       (int(np.prod(GRID)), cfg.vision.patch_dim)).astype(np.float32)
-  prep = prepare_batch(cfg, ids, None, pix, np.array([GRID]),
-                       seq_multiple=model.seq_multiple)
-  k_token = k_row = size = None
-  if budget is not None:
-    k_token, k_row = selection_budgets(prep, budget, False)
-    n = prep.arrays["segment_ids"].sum(1) - prep.num_visual + k_row
-    size = bucket(int(n.max()), model.seq_multiple)
-  return model._prefill_jit, (model.state, prep.arrays, k_token, k_row), dict(
-      max_new_tokens=16, has_vision=True, size=size, per_image=False,
-      method="selector", seed=0)
+  prep = model.prepare(ids, None, pix, np.array([GRID]))
+  plan = model._plan(prep, budget, "selector", False, None, None)
+  return model._prefill_jit, (model.state, prep.arrays, plan.k_token,
+                              plan.k_row), dict(
+      max_new_tokens=16, size=plan.size, method=plan.method,
+      per_image=False, options=plan.options)
 
 
 def train_program(model, dtype):
@@ -104,7 +97,7 @@ def train_program(model, dtype):
   import jax.numpy as jnp
   from configs.common import base_config
   from vselect_jax import sharding as shard_lib
-  from vselect_jax.training import batch as batch_lib
+  from vselect_jax.host import train_batch as batch_lib
   from vselect_jax.training import loop, optim
   from vselect_jax.training import step as step_lib
   cfg, config = model.config, base_config()

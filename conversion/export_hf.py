@@ -4,16 +4,18 @@ Used after training backbone parts (``train_parts``): the result is an
 ordinary HF directory (``config.json``, ``model.safetensors``, tokenizer
 files), loadable by ``transformers`` and convertible like any other.
 Non-weight files come from the source directory (HF or converted: both keep
-the HF ``config.json`` and the tokenizer files).
+the HF ``config.json`` and the tokenizer files). Either side may be a
+``gs://`` URL; a remote ``dst`` is staged locally and uploaded with
+``config.json`` last.
 """
 from __future__ import annotations
 
 import os
-import shutil
 
 import ml_dtypes
 import numpy as np
 
+from vselect_jax import paths
 from vselect_jax.checkpoint import key_map
 from vselect_jax.checkpoint.safetensors_io import save_file
 from vselect_jax.config import VLMConfig
@@ -66,17 +68,15 @@ def export_hf(params: dict, cfg: VLMConfig, src: str, dst: str,
     src: directory holding the HF ``config.json`` and tokenizer files.
     include_scorer: also write ``visual.importance_scorer.*``.
   """
-  tmp = dst.rstrip("/") + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  for name in os.listdir(src):
-    full = os.path.join(src, name)
-    if os.path.isfile(full) and not name.endswith(_WEIGHT_FILES):
-      shutil.copy2(full, os.path.join(tmp, name))
-  if not os.path.exists(os.path.join(tmp, "config.json")):
-    raise FileNotFoundError(f"{src} has no config.json to copy")
-  save_file(hf_tensors(params, cfg, dtype, include_scorer),
-            os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-  shutil.rmtree(dst, ignore_errors=True)
-  os.replace(tmp, dst)
+  with paths.staged_dir(dst, last=("config.json",),
+                        prefix=".export-") as tmp:
+    for name in paths.listdir(src):
+      full = paths.join(src, name)
+      if paths.isfile(full) and not name.endswith(_WEIGHT_FILES):
+        paths.copy(full, os.path.join(tmp, name))
+    if not os.path.exists(os.path.join(tmp, "config.json")):
+      raise FileNotFoundError(f"{src} has no config.json to copy")
+    save_file(hf_tensors(params, cfg, dtype, include_scorer),
+              os.path.join(tmp, "model.safetensors"),
+              metadata={"format": "pt"})
   return dst

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from vselect_jax import model_io
+from vselect_jax.checkpoint import converted as model_io
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_missing_data_file_is_one_line(checkpoint):
   data = checkpoint / "params" / "d"
   for name in os.listdir(data):
     os.remove(data / name)
-  code = ("import sys\nfrom vselect_jax import model_io\n"
+  code = ("import sys\nfrom vselect_jax.checkpoint import converted as model_io\n"
           "try:\n  model_io.load_params(sys.argv[1])\n"
           "except FileNotFoundError as e:\n  print('error:', e, "
           "file=sys.stderr)\n  sys.exit(3)\n")

@@ -198,7 +198,7 @@ def test_merge_copies_the_base_unless_link(converted, tmp_path):
 
 
 def test_merge_checks_the_scorer_width_first(converted, tmp_path, capsys):
-  from conversion.safetensors_io import save_file
+  from vselect_jax.checkpoint.safetensors_io import save_file
   narrow = tmp_path / "narrow.safetensors"
   save_file({f"{export_scorer.PREFIX}{p}.{w}": np.zeros(
       (16, 32) if w == "weight" else (16,), np.float32)

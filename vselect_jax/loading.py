@@ -124,7 +124,7 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
     marker = converted.read_marker(path)
     wanted = {p: t for p, t in target.items()
               if marker.get("has_scorer", True) or p not in scorer}
-    arrays = converted.restore_params(path, {
+    arrays = converted.load_params(path, {
         p: jax.ShapeDtypeStruct(shape, jdtype, sharding=s)
         for p, (shape, s) in wanted.items()})
   else:

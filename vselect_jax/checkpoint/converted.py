@@ -15,12 +15,14 @@ import sys
 
 import numpy as np
 
+from vselect_jax import paths
+
 MARKER = "vselect_jax.json"
 FORMAT_VERSION = 1
 
 
 def is_converted(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MARKER))
+  return paths.isfile(paths.join(path, MARKER))
 
 
 def nest(flat: dict[tuple, np.ndarray]) -> dict:
@@ -48,7 +50,7 @@ def flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
 def save_params(path: str, flat: dict[tuple, np.ndarray]) -> None:
   import orbax.checkpoint as ocp
   ckpt = ocp.StandardCheckpointer()
-  ckpt.save(os.path.abspath(path), nest(flat))
+  ckpt.save(paths.absolute(path), nest(flat))
   ckpt.wait_until_finished()
 
 
@@ -56,24 +58,33 @@ def save_params(path: str, flat: dict[tuple, np.ndarray]) -> None:
 _ORBAX_FILES = ("_METADATA", "manifest.ocdbt")
 
 
-def load_params(path: str) -> dict[tuple, np.ndarray]:
+def load_params(path: str, targets: dict | None = None) -> dict[tuple, object]:
   """The flat parameter dict of the converted checkpoint ``path``.
+
+  Args:
+    path: the converted directory (local or gs://).
+    targets: None (numpy arrays, as stored), or parameter path ->
+      ``jax.ShapeDtypeStruct`` with the dtype to cast to and the
+      ``sharding`` to place on: each device's block is then read by itself
+      (tensorstore), never the whole tensor onto one device, and only the
+      given parameters are read.
 
   Raises:
     FileNotFoundError: one line naming the checkpoint and what is missing
       or unreadable (no params/, an Orbax file gone, a data file gone).
   """
   import orbax.checkpoint as ocp
-  params_dir = os.path.join(os.path.abspath(path), "params")
-  if not os.path.isdir(params_dir):
+  params_dir = paths.join(paths.absolute(path), "params")
+  if not paths.isdir(params_dir):
     raise FileNotFoundError(f"{path}: converted checkpoint has no params/")
   for name in _ORBAX_FILES:
-    if not os.path.isfile(os.path.join(params_dir, name)):
+    if not paths.isfile(paths.join(params_dir, name)):
       raise FileNotFoundError(
           f"{path}: converted checkpoint is incomplete: params/{name} is "
           "missing (convert it again)")
   try:
-    tree = ocp.StandardCheckpointer().restore(params_dir)
+    tree = ocp.StandardCheckpointer().restore(
+        params_dir, None if targets is None else nest(targets))
   except Exception as e:  # tensorstore / orbax: a file inside params/
     _quiet_closed_loop_callbacks()
     raise FileNotFoundError(
@@ -113,29 +124,8 @@ def _quiet_closed_loop_callbacks() -> None:
   sys.unraisablehook = hook
 
 
-def restore_params(path: str, targets: dict[tuple, "jax.ShapeDtypeStruct"]
-                   ) -> dict[tuple, "jax.Array"]:
-  """Restores parameters straight onto their shardings.
-
-  Args:
-    path: the converted directory.
-    targets: parameter path -> ``jax.ShapeDtypeStruct`` with the dtype to
-      cast to and the ``sharding`` to place on; each device's block is read
-      by itself (tensorstore), never the whole tensor onto one device.
-
-  Returns:
-    parameter path -> ``jax.Array``.
-  """
-  import orbax.checkpoint as ocp
-  params_dir = os.path.join(os.path.abspath(path), "params")
-  if not os.path.isdir(params_dir):
-    raise FileNotFoundError(f"{path}: converted checkpoint has no params/")
-  restored = ocp.StandardCheckpointer().restore(params_dir, nest(targets))
-  return flatten(restored)
-
-
 def read_marker(path: str) -> dict:
-  with open(os.path.join(path, MARKER)) as f:
+  with paths.open(paths.join(path, MARKER)) as f:
     marker = json.load(f)
   if marker.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{path}: unsupported vselect-jax checkpoint format "
@@ -144,5 +134,5 @@ def read_marker(path: str) -> dict:
 
 
 def write_marker(path: str, **fields) -> None:
-  with open(os.path.join(path, MARKER), "w") as f:
+  with paths.open(paths.join(path, MARKER), "w") as f:
     json.dump({"format_version": FORMAT_VERSION, **fields}, f, indent=2)

@@ -7,15 +7,18 @@ and returns the registry entries that read them:
   python -m vselect_jax.data.array_record_writer \\
       --annotation chartqa_cambrian.jsonl --root datasets --out gs://b/chartqa
 
-``out`` may be local or any path TFDS can write (gs:// needs a filesystem
-such as gcsfs). Small runs can skip this and read JSONL + images directly.
+``annotation`` and ``root`` are read through ``vselect_jax.paths`` (local or
+gs://). ``out`` may be local or gs://: TFDS writes its metadata through
+epath (gcsfs, the ``gcs`` extra) and the shards through ArrayRecord's own
+C++ GCS client. Small runs can skip this and read JSONL + images directly.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
+
+from vselect_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def convert_registry(registry: dict, out_root: str,
       continue
     out[name] = write_array_record(entry["annotation"],
                                    entry.get("root", ""),
-                                   os.path.join(out_root, name))
+                                   paths.join(out_root, name))
   return out
 
 

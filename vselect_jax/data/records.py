@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import re
 from typing import Sequence
 
 import numpy as np
 
+from vselect_jax import paths
 from vselect_jax.data.errors import RecordError
 
 # The TFDS builder name the shards are written under (``tfds_builder``).
@@ -81,7 +81,7 @@ class RawRecord:
     except (PermissionError, ValueError) as e:
       raise RecordError("bad_path", str(e)) from e
     try:
-      with open(full, "rb") as f:
+      with paths.open(full, "rb") as f:
         return f.read()
     except OSError as e:
       raise RecordError("missing_file", f"{rel!r}: {e.strerror or e}") from e
@@ -91,7 +91,7 @@ def confined_path(root: str, rel: str) -> str:
   """``root/rel``, refusing any path that resolves outside ``root``.
 
   Absolute paths are allowed only when they point inside ``root``; ``..``
-  and symlinks are resolved before the check.
+  and symlinks are resolved before the check. ``root`` may be a URL.
 
   Raises:
     PermissionError: the path escapes ``root``.
@@ -99,9 +99,9 @@ def confined_path(root: str, rel: str) -> str:
   """
   if not isinstance(rel, str) or not rel:
     raise ValueError(f"media path must be a non-empty string, got {rel!r}")
-  base = os.path.realpath(root)
-  full = os.path.realpath(os.path.join(base, rel))
-  if full != base and not full.startswith(base + os.sep):
+  base = paths.resolve(root)
+  full = paths.resolve(paths.join(base, rel))
+  if full != base and not full.startswith(base + paths.sep(base)):
     raise PermissionError(f"media path {rel!r} escapes its dataset root "
                           f"{root}")
   return full
@@ -136,11 +136,11 @@ class JsonlSource:
   """A JSONL annotation file; records keep their text until used."""
 
   def __init__(self, name: str, annotation: str, root: str):
-    if not os.path.exists(annotation):
+    if not paths.exists(annotation):
       raise FileNotFoundError(f"dataset {name!r}: annotation file "
                               f"{annotation} does not exist")
     self.name, self.root = name, root
-    with open(annotation, encoding="utf-8", errors="replace") as f:
+    with paths.open(annotation, encoding="utf-8", errors="replace") as f:
       self._lines = [line for line in f if line.strip()]
 
   def __len__(self) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 # imports of transformers' lazy modules race ("cannot import name ...").
 from transformers import AutoTokenizer
 
+from vselect_jax import paths
 from vselect_jax.data import chat
 from vselect_jax.data.errors import RecordError
 from vselect_jax.data.image_processor import (PATCH_DIM, decode_image,
@@ -131,12 +132,12 @@ class SampleBuilder:
 
   def video(self, record: RawRecord, rel: str):
     """Patches, grid and seconds per temporal patch of one video."""
-    if record.root is None or not os.path.isdir(
-        os.path.join(record.root, rel)):
+    if record.root is None or not paths.isdir(
+        paths.join(record.root, rel)):
       raise RecordError("video_unsupported", f"{rel!r}: only folders of "
                         "frames are read (no video decoder in the pipeline)")
-    folder = os.path.join(record.root, rel)
-    names = sorted(n for n in os.listdir(folder)
+    folder = paths.join(record.root, rel)
+    names = sorted(n for n in paths.listdir(folder)
                    if not n.startswith("."))
     if not names:
       raise RecordError("missing_file", f"{rel!r}: no frames")

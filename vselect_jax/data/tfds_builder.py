@@ -16,12 +16,12 @@ Examples keep the JSONL's order. Videos are not embedded (training takes images 
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from vselect_jax import paths
 from vselect_jax.data.errors import RecordError
 from vselect_jax.data.records import (TFDS_NAME, confined_path, media_paths,
                                       parse_record)
@@ -36,7 +36,7 @@ def record_media(line: str, root: str) -> tuple[list, list, list]:
   blobs, status = [], []
   for rel in names:
     try:
-      with open(confined_path(root, rel), "rb") as f:
+      with paths.open(confined_path(root, rel), "rb") as f:
         blobs.append(f.read())
       status.append("")
     except (PermissionError, ValueError):
@@ -92,8 +92,9 @@ class CambrianRecords(tfds.core.GeneratorBasedBuilder):
     return {"train": self._generate_examples()}
 
   def _generate_examples(self):
-    root = self._root or os.path.dirname(self._annotation)
-    with open(self._annotation, encoding="utf-8", errors="replace") as f:
+    root = self._root or paths.dirname(self._annotation)
+    with paths.open(self._annotation, encoding="utf-8",
+                    errors="replace") as f:
       lines = (line for line in f if line.strip())
       for i, line in enumerate(lines):
         names, blobs, status = record_media(line, root)

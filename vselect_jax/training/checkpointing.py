@@ -13,12 +13,16 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from vselect_jax import paths
+
 
 class Checkpointer:
   """Orbax ``CheckpointManager`` over ``<workdir>/checkpoints``."""
 
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    # A gs:// workdir goes to Orbax as is (tensorstore writes it natively).
+    self.directory = paths.join(paths.absolute(workdir), "checkpoints")
+    paths.require_gcs_api(self.directory, "Orbax's CheckpointManager")
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

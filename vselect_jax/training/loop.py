@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vselect_jax import paths
 from vselect_jax import sharding as shard_lib
 from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.host import train_batch as batch_lib
@@ -70,11 +71,10 @@ class _Metrics:
     self.tb = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    paths.makedirs(workdir)
+    self.jsonl = paths.open_append(paths.join(workdir, "metrics.jsonl"))
     try:
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tb = paths.summary_writer(paths.join(workdir, "tensorboard"))
     except ImportError:
       log.warning("tensorboardX not installed: metrics go to metrics.jsonl")
 
@@ -109,7 +109,7 @@ def train(config, workdir: str,
       ``config.model_path`` is loaded.
   """
   import vselect_jax
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   if model is None:
     model = vselect_jax.from_pretrained(config.model_path,
                                         dtype=config.get("param_dtype",
@@ -230,16 +230,17 @@ def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
     pure = multihost_utils.process_allgather(
         state.trainable.to_pure_dict(), tiled=True)
     if pi == 0:
-      export_scorer.write_tensors(export_scorer.scorer_tensors(pure),
-                                  os.path.join(workdir, "scorer.safetensors"),
-                                  dtype)
+      with paths.local_target(paths.join(workdir,
+                                         "scorer.safetensors")) as dst:
+        export_scorer.write_tensors(export_scorer.scorer_tensors(pure), dst,
+                                    dtype)
   if parts.tune_mm_vision or parts.tune_mm_mlp or parts.tune_mm_llm:
     model = nnx.merge(graphdef, state.trainable, state.frozen)
     pure = multihost_utils.process_allgather(
         nnx.state(model, nnx.Param).to_pure_dict(), tiled=True)
     if pi == 0:
       export_hf.export_hf(pure, cfg, config.model_path,
-                          os.path.join(workdir, "hf"), dtype,
+                          paths.join(workdir, "hf"), dtype,
                           include_scorer=parts.tune_compressor)
 
 
