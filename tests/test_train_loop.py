@@ -30,6 +30,7 @@ def model_dir(tmp_path_factory):
 def _config(total=6, every=2, mesh=None):
   c = ml_collections.ConfigDict()
   c.total_steps = total
+  c.global_batch_rows = 8   # FakeData's rows (one process, no accumulation)
   c.checkpoint_every = every
   c.seed = 0
   c.budget = 0.2
@@ -58,14 +59,17 @@ def test_resume_after_preemption_is_exact(model_dir, tmp_path):
                         progress=False)
 
   def preempt(index):
-    if index == 3:  # the 4th batch: SIGTERM arrives mid-run
+    # Read by the prefetch thread up to 3 batches ahead of the step that
+    # runs: SIGTERM arrives mid-run, with batches prefetched but not used.
+    if index == 3:
       os.kill(os.getpid(), signal.SIGTERM)
 
   first = loop.train(_config(), str(tmp_path / "b"),
                      lambda c, i, n: FakeData(0, i, on_next=preempt),
                      model=vselect_jax.from_pretrained(model_dir),
                      progress=False)
-  assert first["preempted"] and int(first["state"].step) == 4
+  assert first["preempted"] == "SIGTERM" and 1 <= first["step"] <= 4
+  assert int(first["state"].step) == first["step"]
   second = loop.train(_config(), str(tmp_path / "b"),
                       lambda c, i, n: FakeData(0, i),
                       model=vselect_jax.from_pretrained(model_dir),
@@ -131,14 +135,14 @@ def test_resume_on_a_different_mesh(model_dir, tmp_path):
                         model=vselect_jax.from_pretrained(model_dir),
                         progress=False)
   def preempt(index):
-    if index == 1:  # stop after step 2 of 4 (same schedule as "straight")
+    if index == 1:  # stop early (same schedule as "straight")
       os.kill(os.getpid(), signal.SIGTERM)
 
   first = loop.train(_config(total=4, every=2), str(tmp_path / "b"),
                      lambda c, i, n: FakeData(0, i, on_next=preempt),
                      model=vselect_jax.from_pretrained(model_dir),
                      progress=False)
-  assert int(first["state"].step) == 2
+  assert first["preempted"] and 1 <= first["step"] < 4
   resumed = loop.train(
       _config(total=4, every=2, mesh={"data": 1, "fsdp": 1, "tensor": -1}),
       str(tmp_path / "b"), lambda c, i, n: FakeData(0, i),
@@ -153,4 +157,6 @@ def test_resume_on_a_different_mesh(model_dir, tmp_path):
       # normalises the rounding noise, which depends on the mesh, into
       # lr-sized steps. It has no effect on any selection or loss.
       continue
-    np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-7, err_msg=k)
+    # Up to 3 of the 4 steps run on the other mesh (where the prefetched
+    # run stopped varies): float32 reduction order, a few ulps per step.
+    np.testing.assert_allclose(b[k], a[k], rtol=3e-4, atol=1e-7, err_msg=k)
