@@ -52,7 +52,8 @@ def _scorer(state):
           for p, v in state.trainable.flat_state()}
 
 
-def test_resume_after_preemption_is_exact(model_dir, tmp_path):
+def test_resume_after_preemption_is_exact(model_dir, tmp_path, capsys):
+  import train
   straight = loop.train(_config(), str(tmp_path / "a"),
                         lambda c, i, n: FakeData(0, i),
                         model=vselect_jax.from_pretrained(model_dir),
@@ -64,12 +65,15 @@ def test_resume_after_preemption_is_exact(model_dir, tmp_path):
     if index == 3:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  first = loop.train(_config(), str(tmp_path / "b"),
-                     lambda c, i, n: FakeData(0, i, on_next=preempt),
-                     model=vselect_jax.from_pretrained(model_dir),
-                     progress=False)
-  assert first["preempted"] == "SIGTERM" and 1 <= first["step"] <= 4
-  assert int(first["state"].step) == first["step"]
+  # Through train.py: it says so and exits 75, not "trained to step N".
+  rc = train.run(_config(), str(tmp_path / "b"),
+                 make_iterator=lambda c, i, n: FakeData(0, i, on_next=preempt),
+                 model=vselect_jax.from_pretrained(model_dir), progress=False)
+  out = capsys.readouterr().out
+  assert rc == 75 and "preempted (SIGTERM) at step" in out, out
+  assert "trained to" not in out
+  saved = os.listdir(tmp_path / "b" / "checkpoints")
+  assert 1 <= max(int(d) for d in saved) <= 4
   second = loop.train(_config(), str(tmp_path / "b"),
                       lambda c, i, n: FakeData(0, i),
                       model=vselect_jax.from_pretrained(model_dir),
