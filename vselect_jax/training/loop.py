@@ -214,7 +214,8 @@ def train(config, workdir: str,
   skips = SkipMonitor(config.data.get("max_skip_fraction", 0.01))
   metrics_out = _Metrics(workdir)
   preempted = _Preempted()
-  feed = Prefetcher(data, prepare, int(config.get("prefetch_batches", 2)))
+  feed = None if already_complete else Prefetcher(
+      data, prepare, int(config.get("prefetch_batches", 2)))
   bar = None
   if progress and pi == 0 and not already_complete:
     from tqdm import tqdm
@@ -285,7 +286,8 @@ def train(config, workdir: str,
         break
     flush()
   finally:
-    feed.close()
+    if feed is not None:
+      feed.close()
     preempted.restore()
     ckpt.close()
     metrics_out.close()
@@ -293,7 +295,9 @@ def train(config, workdir: str,
       bar.close()
   # A signal during the last step still leaves a finished run.
   stopped_by = preempted.signal if step < total else None
-  if step >= total:
+  # A finished run is exported again (an export cut short is redone),
+  # but not under settings it did not train with.
+  if step >= total and not (already_complete and changes):
     _export(state, graphdef, parts, cfg, config, workdir, pi)
   return {"state": state, "step": step, "metrics": last, "plan": plan,
           "preempted": stopped_by, "already_complete": already_complete,
