@@ -1,5 +1,6 @@
 """Faults and bad settings in training (issue 20): nothing lost, nothing
 silent. Each exit path of train.py says what happened and has its code."""
+import logging
 import os
 import shutil
 import signal
@@ -41,7 +42,7 @@ def test_non_positive_total_steps_is_rejected(model_dir, tmp_path, steps):
 
 
 def test_sigint_resume_finished_rerun_and_corrupt_checkpoints(
-    model_dir, tmp_path, capsys):
+    model_dir, tmp_path, capsys, caplog):
   """One workdir through every exit path: Ctrl-C (one save, exit 75), the
   resume (exit 0), reruns of the finished run with changed (exit 3) and
   the same settings (exit 0), and a resume past two broken newest steps
@@ -59,8 +60,12 @@ def test_sigint_resume_finished_rerun_and_corrupt_checkpoints(
                    progress=False)
     return rc, capsys.readouterr().out
 
+  caplog.set_level(logging.INFO, "vselect_jax.train")
   rc, out = run(_cfg(), interrupt)
   assert rc == train.EXIT_PREEMPTED == 75
+  # The log says first what will run: the global batch and its epochs.
+  assert ("global batch 8 rows/step = 1 micro-batch(es) x 1 host(s) x 8 "
+          "rows; 4 steps = epochs unknown") in caplog.text
   assert "preempted (SIGINT) at step" in out and "trained to" not in out
   saved = sorted(int(d) for d in os.listdir(ck))
   assert saved and 1 <= saved[-1] < 4   # the one save on the way out

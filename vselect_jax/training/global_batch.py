@@ -145,7 +145,7 @@ def _global_rows(config) -> int:
 
 
 def _grad_accum(config) -> int:
-  accum = int(config.optim.get("grad_accum", 1))
+  accum = int(config.get("optim", {}).get("grad_accum", 1))
   if accum < 1:
     raise ValueError(f"optim.grad_accum must be >= 1, got {accum}")
   return accum
