@@ -6,7 +6,7 @@ chartqa,coco%10,ocr_vqa (~144K samples), max_pixels 50176.
 
 Here: 32 packed rows of 2048 tokens per step (~246 samples at 7.7 per row),
 2 micro-batches of 16 rows (one row per chip on a v4-32), one epoch (the
-step count is derived: ~600 steps). Pooling: the scorer's mean key and the
+step count is derived: ~585 steps). Pooling: the scorer's mean key and the
 top-k run over one row, ~7.7 samples and at most 8 full-size images (512
 visual tokens), as the 3B reference pools over its micro-batch of 8.
 

@@ -48,12 +48,9 @@ class Checkpointer:
       items["config"] = ocp.args.JsonSave(config)
     self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, step: int, target) -> tuple[object, dict | None]:
-    """Restores onto ``target``'s structure, dtypes and shardings."""
-    state, data, _ = self._restore(step, target)
-    return state, data
-
-  def _restore(self, step: int, target):
+  def restore(self, step: int, target):
+    """Restores onto ``target``'s structure, dtypes and shardings; returns
+    (state, data state or None, config or None)."""
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=getattr(x, "sharding", None)),
@@ -78,7 +75,7 @@ class Checkpointer:
     failed = []
     for step in steps:
       try:
-        state, data, config = self._restore(step, target)
+        state, data, config = self.restore(step, target)
       except Exception as e:  # noqa: BLE001 - any unreadable step
         failed.append((step, f"{type(e).__name__}: {str(e)[:300]}"))
         continue
