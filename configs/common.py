@@ -9,7 +9,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "bfloat16"    # scorer cast for the forward; master fp32
   c.seed = 42
   c.budget = 0.2                  # fraction of visual tokens kept
-  c.total_steps = 563             # one epoch of the default mixture (3B)
+  # The global batch: packed rows per optimizer step, all hosts together
+  # (rows, not samples: a row holds as many samples as fit, so rows are the
+  # exact count; data.mean_samples_per_row converts). Each host feeds
+  # global_batch_rows / (optim.grad_accum * hosts) rows per micro-batch
+  # (vselect_jax/training/global_batch.py); a count that does not divide
+  # is an error.
+  c.global_batch_rows = 32
+  # Run length: total_steps if set, else ceil(epochs * records /
+  # (global_batch_rows * data.mean_samples_per_row)).
+  c.epochs = 1.0
+  c.total_steps = ml_collections.config_dict.placeholder(int)
+  c.prefetch_batches = 2          # host batches prepared ahead (a thread)
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
   c.async_checkpointing = True
@@ -19,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-5, warmup_ratio=0.03, weight_decay=0.0, clip_norm=1.0,
-      grad_accum=4))
+      grad_accum=2))
   # BCE weight w(step): start -> end, "linear" as the reference; "cosine",
   # "step", "constant_start", "constant_end" for ablations.
   c.reg = ml_collections.ConfigDict(dict(start=0.1, end=2.0, shape="linear"))
@@ -40,15 +51,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mixture = "chartqa,coco%10,ocr_vqa"
   c.data.registry = ml_collections.ConfigDict()  # name -> {annotation, root}
   c.data.seed = 42
-  c.data.row_length = 2048        # tokens per packed row (~7.7 samples)
+  # The scorer's mean key and the top-k pool over one packed row, as the
+  # reference pools over one device micro-batch (3B: 8 samples, <= 512
+  # visual tokens; 7B: 16 samples, <= 1024). These defaults are the 3B's:
+  # rows of 2048 tokens hold 7.7 samples of the reference mix on average,
+  # and 2048 patches at most 8 full-size (64-token) training images. A cap
+  # of 8 samples per row would pad 6.8% of token slots where packing
+  # densely pads 1.9% (bench/data.py), so rows pack densely.
+  c.data.row_length = 2048        # tokens per packed row
   c.data.patches_per_row = 2048   # visual patches per row
   c.data.max_images_per_row = 32
-  c.data.rows_per_batch = 8       # packed rows per host per micro-batch
-  # Most samples per row; 0 packs as many as fit. Top-k pools over a row,
-  # as the reference pools over a micro-batch of 8: on the reference mix a
-  # row holds ~7.7 samples either way, but a cap of 8 pads 6.8% of token
-  # slots where packing densely pads 1.9% (bench/data.py).
-  c.data.samples_per_row = 0
+  c.data.mean_samples_per_row = 7.7  # bench/data.py, reference-mix lengths
+  c.data.samples_per_row = 0      # most samples per row; 0: as many as fit
   c.data.min_pixels = 784
   c.data.max_pixels = 50176       # <= 64 merged tokens per training image
   c.data.max_skip_fraction = 0.01

@@ -7,9 +7,10 @@
       --config.model_path=runs/world_backbone/hf
 
 ``python -m vselect_jax.world_demo`` (``make demo``) runs both, then the
-sweep. Assets (a random-init model with the offline test tokenizer, the
-world's train/test splits) are built and cached under
-``$VSELECT_CACHE/world`` (default ``.cache/world``).
+sweep. The configs only name their assets (a random-init model with the
+offline test tokenizer, the world's train/test splits, cached under
+``$VSELECT_CACHE/world``, default ``.cache/world``); building them is an
+explicit step, ``python -m configs.world`` (the demo runs it too).
 
 The world asks for the colour of a circle, half the time among grey
 distractors (``color``) and half the time among brightly coloured ones in
@@ -35,6 +36,22 @@ MIN_PIXELS, MAX_PIXELS = 168 * 168, 224 * 224   # images are used as drawn
 MODEL = dict(hidden=128, layers=3, vision_depth=2, initializer_range=0.06)
 
 
+def _model_dir(cache: str, model: dict) -> str:
+  return os.path.join(
+      cache, "init_model_" + "_".join(f"{k}{v}" for k, v in model.items()))
+
+
+def asset_paths(cache: str = CACHE, model=None) -> dict:
+  """Where ``build_assets`` puts the model and the splits (nothing
+  written): {"model", "registry", "test"}."""
+  data = os.path.abspath(os.path.join(cache, "data"))
+  return {"model": _model_dir(cache, model or MODEL),
+          "registry": {"world": {
+              "annotation": os.path.join(data, "train.jsonl"),
+              "root": data}},
+          "test": os.path.join(data, "test.jsonl")}
+
+
 def build_assets(cache: str = CACHE, num_train: int = TRAIN,
                  num_test: int = TEST, sizes=SIZES, model=None,
                  kinds=KINDS) -> dict:
@@ -42,8 +59,7 @@ def build_assets(cache: str = CACHE, num_train: int = TRAIN,
   from vselect_jax.data import testing
   from vselect_jax.data.world import write_world
   model = model or MODEL
-  model_dir = os.path.join(
-      cache, "init_model_" + "_".join(f"{k}{v}" for k, v in model.items()))
+  model_dir = _model_dir(cache, model)
   if not os.path.exists(os.path.join(model_dir, "config.json")):
     testing.tiny_hf_model(model_dir, **model)
   world = write_world(os.path.join(cache, "data"), num_train, num_test,
@@ -52,12 +68,13 @@ def build_assets(cache: str = CACHE, num_train: int = TRAIN,
           "test": world["test"]}
 
 
-def make_config(stage: str, cache: str = CACHE, **assets_kw):
-  """The stage's config; ``assets_kw`` go to ``build_assets`` (tests use a
-  smaller world and model)."""
+def make_config(stage: str, cache: str = CACHE, model=None):
+  """The stage's config over the assets in ``cache`` (built with
+  ``build_assets(cache, model=model, ...)``; tests use a smaller world and
+  model)."""
   if stage not in ("backbone", "selector"):
     raise ValueError(f"stage must be 'backbone' or 'selector', got {stage!r}")
-  assets = build_assets(cache, **assets_kw)
+  assets = asset_paths(cache, model)
   c = base_config()
   c.model_path = assets["model"]
   c.param_dtype = "float32"
@@ -72,10 +89,12 @@ def make_config(stage: str, cache: str = CACHE, **assets_kw):
   c.data.registry = assets["registry"]
   c.data.min_pixels = MIN_PIXELS
   c.data.max_pixels = MAX_PIXELS
+  # The top-k pools over one row: ~6 samples, <= 12 images.
   c.data.row_length = 512          # ~6 samples per row, ~24 per step
   c.data.patches_per_row = 1536
   c.data.max_images_per_row = 12
-  c.data.rows_per_batch = 4
+  c.global_batch_rows = 4          # one process
+  c.data.mean_samples_per_row = 6
   c.data.num_workers = 0
   c.optim.lr = 2e-3
   c.optim.weight_decay = 0.0
@@ -93,3 +112,7 @@ def make_config(stage: str, cache: str = CACHE, **assets_kw):
 
 def get_config(stage: str = "backbone"):
   return make_config(stage)
+
+
+if __name__ == "__main__":
+  print(build_assets())

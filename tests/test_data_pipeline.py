@@ -294,12 +294,17 @@ def test_config_dict_and_default_process(world):
   reg, tok, _ = world
   c = ml_collections.ConfigDict()
   c.model_path = "unused"
+  c.global_batch_rows = 4   # 2 hosts x 2 rows
   c.data = ml_collections.ConfigDict(dict(
       mixture="synthetic", registry=ml_collections.ConfigDict(reg), seed=1,
       row_length=384, patches_per_row=768, max_images_per_row=4,
-      rows_per_batch=2, tokenizer_path=tok, max_skip_fraction=1.0))
-  a = make_train_iterator_from_config(c, 0, 1)
-  b = make_train_iterator(_cfg(reg, skip_check_min_records=200), tok)
+      tokenizer_path=tok, max_skip_fraction=1.0))
+  a = make_train_iterator_from_config(c, 1, 2)
+  b = make_train_iterator(_cfg(reg, skip_check_min_records=200), tok,
+                          process_index=1, process_count=2)
+  # One epoch is the whole mixture, whatever this host's share.
+  assert a.num_records == b.num_records == len(
+      build_mixture("synthetic", reg, 1))
   _assert_same(next(a), next(b))
 
 

@@ -145,8 +145,8 @@ def test_missing_filesystem_and_unknown_scheme_are_named(monkeypatch):
 def test_training_writes_metrics_and_exports_into_a_bucket(
     bucket, tmp_path_factory, monkeypatch):
   import vselect_jax
-  from conversion import export_hf
-  from vselect_jax.checkpoint.safetensors_io import iter_tensors
+from vselect_jax.checkpoint import hf_export
+    from vselect_jax.checkpoint.safetensors_io import iter_tensors
   from flax import nnx
   from tests import hf_tiny
   from tests.test_train_loop import _config
@@ -169,7 +169,7 @@ def test_training_writes_metrics_and_exports_into_a_bucket(
   out = loop.train(_config(total=1, every=1,
                            mesh={"data": 1, "fsdp": -1, "tensor": 1}),
                    wd, lambda c, i, n: iter([packed_batch(0, rows=8)]),
-                   model=vselect_jax.from_pretrained(model_dir),
+                   model=load_model(model_dir),
                    progress=False)
   assert ckpt_dirs == [wd]
   lines = paths.read_text(paths.join(wd, "metrics.jsonl")).splitlines()
@@ -185,12 +185,12 @@ def test_training_writes_metrics_and_exports_into_a_bucket(
   # The backbone export (what a train_parts run writes to <workdir>/hf).
   model = vselect_jax.from_pretrained(model_dir)
   params = nnx.state(model.module, nnx.Param).to_pure_dict()
-  hf = export_hf.export_hf(params, model.config, model_dir,
+  hf = hf_export.export_hf(params, model.config, model_dir,
                            paths.join(wd, "hf"), "float32")
   assert {"config.json", "model.safetensors"} <= set(paths.listdir(hf))
   with paths.local_copy(paths.join(hf, "model.safetensors")) as f:
     names = {n for n, _, _ in iter_tensors(f)}
-  assert names == set(export_hf.hf_tensors(params, model.config, "float32"))
+  assert names == set(hf_export.hf_tensors(params, model.config, "float32"))
 
 
 def test_convert_to_a_bucket_and_read_it_back(bucket, tmp_path_factory):

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import vselect_jax
+from vselect_jax.checkpoint import scorer_export
 from conversion import convert_hf, export_scorer
 from tests import hf_tiny
 from tests.test_conversion import _write_variant
@@ -114,7 +115,7 @@ def test_merged_checkpoint_loads_in_pytorch(converted, tmp_path):
   model, info = Selector.from_pretrained(dst, output_loading_info=True)
   assert not info["missing_keys"], info["missing_keys"]
   assert not [k for k in info["unexpected_keys"] if "importance" in k]
-  exported = load_file(os.path.join(dst, export_scorer.SCORER_FILE))
+  exported = load_file(os.path.join(dst, scorer_export.SCORER_FILE))
   torch.testing.assert_close(
       model.model.visual.importance_scorer.q_proj.weight.detach(),
       exported["visual.importance_scorer.q_proj.weight"].float())
@@ -133,7 +134,7 @@ def test_merge_from_the_scorer_file_train_py_writes(converted, tmp_path):
   assert export_scorer.main(["--src", str(a), "--merge-into",
                              str(converted / "hf"), "--dst",
                              str(tmp_path / "m"), "--dtype", "float32"]) == 0
-  want = export_scorer.load_scorer(str(converted / "jax"))
+  want = scorer_export.load_scorer(str(converted / "jax"))
   got = vselect_jax.from_pretrained(str(tmp_path / "m"))
   scorer = got.module.visual.importance_scorer
   np.testing.assert_array_equal(
@@ -148,7 +149,7 @@ def test_merge_from_the_scorer_file_train_py_writes(converted, tmp_path):
   save_file({"visual.importance_scorer.q_proj.weight":
              np.zeros((2, 2), np.float32)}, str(bad))
   with pytest.raises(KeyError, match="expected the scorer tensors"):
-    export_scorer.load_scorer(str(bad))
+    scorer_export.load_scorer(str(bad))
 
 
 def test_existing_dst_is_never_replaced_silently(converted, tmp_path, capsys):
@@ -160,7 +161,7 @@ def test_existing_dst_is_never_replaced_silently(converted, tmp_path, capsys):
   assert dst.read_bytes() == b"the base model's weights"
   assert export_scorer.main(args + ["--overwrite"]) == 0
   assert sorted(load_file(dst)) == sorted(
-      export_scorer.load_scorer(str(converted / "jax")))
+      scorer_export.load_scorer(str(converted / "jax")))
   # A directory is no file destination, --overwrite or not: a clear error.
   for extra in ([], ["--overwrite"]):
     assert export_scorer.main(["--src", str(converted / "jax"), "--dst",
@@ -178,7 +179,7 @@ def test_merge_copies_the_base_unless_link(converted, tmp_path):
                                "--merge-into", str(base), "--dst", str(dst)]
                               + extra) == 0
   for name in os.listdir(base):
-    target = export_scorer.BASE_SHARD if name == "model.safetensors" else name
+    target = scorer_export.BASE_SHARD if name == "model.safetensors" else name
     assert not os.path.samefile(base / name, copy / target), name
     # --link shares only the weight shards, never configs or tokenizer.
     assert os.path.samefile(base / name, linked / target) == (
@@ -200,7 +201,7 @@ def test_merge_copies_the_base_unless_link(converted, tmp_path):
 def test_merge_checks_the_scorer_width_first(converted, tmp_path, capsys):
   from vselect_jax.checkpoint.safetensors_io import save_file
   narrow = tmp_path / "narrow.safetensors"
-  save_file({f"{export_scorer.PREFIX}{p}.{w}": np.zeros(
+  save_file({f"{scorer_export.PREFIX}{p}.{w}": np.zeros(
       (16, 32) if w == "weight" else (16,), np.float32)
       for p in ("q_proj", "k_proj") for w in ("weight", "bias")}, str(narrow))
   dst = tmp_path / "m"

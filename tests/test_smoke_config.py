@@ -1,17 +1,32 @@
-"""configs/smoke.py builds its own tiny model and data and trains; the BCE
-term falls under the annealed weight."""
+"""configs/smoke.py trains on its own tiny model and data once they are
+built (an explicit step); the BCE term falls under the annealed weight.
+Configs are pure: get_config() writes nothing."""
 import importlib
 import json
+import os
 
-import pytest
+
+def test_configs_write_nothing(tmp_path, monkeypatch):
+  monkeypatch.setenv("VSELECT_CACHE", str(tmp_path / "cache"))
+  import configs.smoke
+  import configs.world
+  smoke = importlib.reload(configs.smoke)
+  world = importlib.reload(configs.world)
+  smoke.get_config()
+  world.get_config("backbone")
+  world.get_config("selector")
+  assert not os.path.exists(tmp_path / "cache")
+  assert world.get_config().model_path == world.asset_paths()["model"]
 
 
 def test_smoke_config_trains(tmp_path, monkeypatch):
   monkeypatch.setenv("VSELECT_CACHE", str(tmp_path / "cache"))
   import configs.smoke
   smoke = importlib.reload(configs.smoke)
-  config = smoke.get_config()
+  assets = smoke.build_assets()
   assert (tmp_path / "cache" / "model" / "tokenizer.json").exists()
+  config = smoke.get_config()
+  assert config.model_path == assets["model"]
   config.total_steps = 12
   config.checkpoint_every = 12
   from vselect_jax.training import loop

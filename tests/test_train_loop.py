@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import vselect_jax
+from vselect_jax.loading import load_model
 from tests import hf_tiny
 from tests.train_utils import FakeData, packed_batch
 from vselect_jax import sharding as shard_lib
@@ -30,6 +31,7 @@ def model_dir(tmp_path_factory):
 def _config(total=6, every=2, mesh=None):
   c = ml_collections.ConfigDict()
   c.total_steps = total
+  c.global_batch_rows = 8   # FakeData's rows (one process, no accumulation)
   c.checkpoint_every = every
   c.seed = 0
   c.budget = 0.2
@@ -51,24 +53,31 @@ def _scorer(state):
           for p, v in state.trainable.flat_state()}
 
 
-def test_resume_after_preemption_is_exact(model_dir, tmp_path):
+def test_resume_after_preemption_is_exact(model_dir, tmp_path, capsys):
+  import train
   straight = loop.train(_config(), str(tmp_path / "a"),
                         lambda c, i, n: FakeData(0, i),
-                        model=vselect_jax.from_pretrained(model_dir),
+                        model=load_model(model_dir),
                         progress=False)
 
   def preempt(index):
-    if index == 3:  # the 4th batch: SIGTERM arrives mid-run
+    # Read by the prefetch thread up to 3 batches ahead of the step that
+    # runs: SIGTERM arrives mid-run, with batches prefetched but not used.
+    if index == 3:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  first = loop.train(_config(), str(tmp_path / "b"),
-                     lambda c, i, n: FakeData(0, i, on_next=preempt),
-                     model=vselect_jax.from_pretrained(model_dir),
-                     progress=False)
-  assert first["preempted"] and int(first["state"].step) == 4
+  # Through train.py: it says so and exits 75, not "trained to step N".
+  rc = train.run(_config(), str(tmp_path / "b"),
+                 make_iterator=lambda c, i, n: FakeData(0, i, on_next=preempt),
+                 model=load_model(model_dir), progress=False)
+  out = capsys.readouterr().out
+  assert rc == 75 and "preempted (SIGTERM) at step" in out, out
+  assert "trained to" not in out
+  saved = os.listdir(tmp_path / "b" / "checkpoints")
+  assert 1 <= max(int(d) for d in saved) <= 4
   second = loop.train(_config(), str(tmp_path / "b"),
                       lambda c, i, n: FakeData(0, i),
-                      model=vselect_jax.from_pretrained(model_dir),
+                      model=load_model(model_dir),
                       progress=False)
   assert int(second["state"].step) == 6
   a, b = _scorer(straight["state"]), _scorer(second["state"])
@@ -128,21 +137,21 @@ def test_resume_on_a_different_mesh(model_dir, tmp_path):
   on the new shardings and training continues to the same result."""
   straight = loop.train(_config(total=4, every=2), str(tmp_path / "a"),
                         lambda c, i, n: FakeData(0, i),
-                        model=vselect_jax.from_pretrained(model_dir),
+                        model=load_model(model_dir),
                         progress=False)
   def preempt(index):
-    if index == 1:  # stop after step 2 of 4 (same schedule as "straight")
+    if index == 1:  # stop early (same schedule as "straight")
       os.kill(os.getpid(), signal.SIGTERM)
 
   first = loop.train(_config(total=4, every=2), str(tmp_path / "b"),
                      lambda c, i, n: FakeData(0, i, on_next=preempt),
-                     model=vselect_jax.from_pretrained(model_dir),
+                     model=load_model(model_dir),
                      progress=False)
-  assert int(first["state"].step) == 2
+  assert first["preempted"] and 1 <= first["step"] < 4
   resumed = loop.train(
       _config(total=4, every=2, mesh={"data": 1, "fsdp": 1, "tensor": -1}),
       str(tmp_path / "b"), lambda c, i, n: FakeData(0, i),
-      model=vselect_jax.from_pretrained(model_dir), progress=False)
+      model=load_model(model_dir), progress=False)
   kernel = resumed["state"].trainable["visual"]["importance_scorer"][
       "q_proj"]["kernel"].get_value()
   assert kernel.sharding.mesh.shape["tensor"] == 8
@@ -153,4 +162,6 @@ def test_resume_on_a_different_mesh(model_dir, tmp_path):
       # normalises the rounding noise, which depends on the mesh, into
       # lr-sized steps. It has no effect on any selection or loss.
       continue
-    np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-7, err_msg=k)
+    # Up to 3 of the 4 steps run on the other mesh (where the prefetched
+    # run stopped varies): float32 reduction order, a few ulps per step.
+    np.testing.assert_allclose(b[k], a[k], rtol=3e-4, atol=1e-7, err_msg=k)

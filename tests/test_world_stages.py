@@ -60,9 +60,9 @@ def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
 
 
 def _config(stage, assets, steps):
-  c = world_cfg.make_config(stage, assets, num_train=800, num_test=60,
-                            sizes=((112, 112),), model=MODEL,
-                            kinds=("color",))
+  world_cfg.build_assets(assets, num_train=800, num_test=60,
+                         sizes=((112, 112),), model=MODEL, kinds=("color",))
+  c = world_cfg.make_config(stage, assets, model=MODEL)
   c.total_steps = steps
   c.checkpoint_every = 10_000
   c.data.row_length = 256            # ~4 samples per row, 16 per step

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Launch train.py on all workers, each logging to ~/train-<host>.log.
-# Extra arguments go to train.py, e.g. --config.total_steps=282.
+# Extra arguments go to train.py, e.g. --config.epochs=2 or --config.optim.grad_accum=1
+# (the config states the global batch; see docs in train.py). train.py exits 75
+# when preempted (SIGTERM, e.g. stop.sh): rerun launch.sh to resume.
 # Usage: tpu_scripts/launch.sh [--dry-run] [train.py flags...]
 source "$(dirname "$0")/common.sh"
 flags=""

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
   else:
     print(f"[1/5] reusing the stand-in HF checkpoint at {hf_dir}")
 
-  from conversion.convert_hf import convert
+  from vselect_jax.checkpoint.convert import convert
   print(f"[2/5] converting {hf_dir} -> {jax_dir} (float32)")
   summary = convert(hf_dir, jax_dir, "float32", progress=False, overwrite=True)
   print(f"      {summary['tensors']} tensors, {summary['parameters']:,} "
@@ -125,7 +125,9 @@ def main(argv=None) -> int:
   import shutil
   from vselect_jax.training import loop
   shutil.rmtree(train_dir, ignore_errors=True)
-  smoke = importlib.import_module("configs.smoke").get_config()
+  smoke_config = importlib.import_module("configs.smoke")
+  smoke_config.build_assets()  # cached: the tiny model and synthetic data
+  smoke = smoke_config.get_config()
   result = loop.train(smoke, train_dir, progress=True)
   with open(os.path.join(train_dir, "metrics.jsonl")) as f:
     lines = [json.loads(l) for l in f]

@@ -212,6 +212,19 @@ def rmtree(path: PathLike) -> None:
     as_path(path).rmtree(missing_ok=True)
 
 
+def move(src: PathLike, dst: PathLike) -> None:
+  """Renames a file or directory (an object store copies, then deletes)."""
+  if not is_remote(src) and not is_remote(dst):
+    os.rename(src, dst)
+    return
+  if isdir(src):
+    copytree(src, dst)
+    rmtree(src)
+  else:
+    copy(src, dst)
+    as_path(src).unlink()
+
+
 def copy(src: PathLike, dst: PathLike) -> None:
   """Copies one file (either side local or a URL); ``dst`` is a file path."""
   if not is_remote(src) and not is_remote(dst):

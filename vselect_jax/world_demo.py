@@ -63,12 +63,13 @@ def selector(out: str, backbone_dir: str, config):
 def with_scorer(backbone_dir: str, scorer_file: str):
   """The backbone with the trained scorer, through the export path users
   take: ``scorer.safetensors`` merged into the HF checkpoint
-  (``conversion.export_scorer``), then loaded like any VisionSelector."""
+  (``checkpoint.scorer_export``, behind ``conversion.export_scorer``), then
+  loaded like any VisionSelector."""
   import vselect_jax
-  from conversion import export_scorer
+  from vselect_jax.checkpoint import scorer_export
   merged = os.path.join(os.path.dirname(scorer_file), "hf")
   if not os.path.exists(os.path.join(merged, "config.json")):
-    export_scorer.merge_into(scorer_file, backbone_dir, merged, "float32")
+    scorer_export.merge_into(scorer_file, backbone_dir, merged, "float32")
   return vselect_jax.from_pretrained(merged)
 
 

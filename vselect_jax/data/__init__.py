@@ -26,10 +26,16 @@ def make_train_iterator_from_config(config, process_index: int,
                                     process_count: int):
   """The training stream for ``train.py`` from a training ConfigDict.
 
-  ``config.data`` holds the ``DataConfig`` fields; the tokenizer is read from
+  ``config.data`` holds the ``DataConfig`` fields except the rows per host
+  batch, which is this host's share of ``config.global_batch_rows``
+  (``training.global_batch.host_rows``); the tokenizer is read from
   ``config.data.tokenizer_path`` or else ``config.model_path``.
   """
+  import dataclasses
+  from vselect_jax.training import global_batch
+  rows = global_batch.host_rows(config, process_count)
+  cfg = dataclasses.replace(DataConfig.from_config(config.data),
+                            rows_per_batch=rows)
   tok = config.data.get("tokenizer_path", "") or config.model_path
-  return make_train_iterator(DataConfig.from_config(config.data), tok,
-                             process_index=process_index,
+  return make_train_iterator(cfg, tok, process_index=process_index,
                              process_count=process_count)

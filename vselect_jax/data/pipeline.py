@@ -132,10 +132,12 @@ class BuildSample(grain.transforms.Map):
 
 
 def make_sample_dataset(cfg: DataConfig, tokenizer, *, process_index: int = 0,
-                        process_count: int = 1,
-                        repeat: bool = True) -> grain.MapDataset:
-  """The host's share of the mixture as samples / skip markers, in order."""
-  mixture = build_mixture(cfg.mixture, cfg.registry, cfg.seed)
+                        process_count: int = 1, repeat: bool = True,
+                        mixture=None) -> grain.MapDataset:
+  """The host's share of the mixture as samples / skip markers, in order
+  (``mixture``: an already built ``build_mixture`` of ``cfg``)."""
+  if mixture is None:
+    mixture = build_mixture(cfg.mixture, cfg.registry, cfg.seed)
   log.info("mixture %r: %d records %s", cfg.mixture, len(mixture),
            mixture.counts())
   if not 0 <= process_index < process_count:
@@ -289,11 +291,12 @@ def _pad_id(tokenizer) -> int:
 
 
 def make_dataset(cfg: DataConfig, tokenizer, *, process_index: int = 0,
-                 process_count: int = 1,
-                 repeat: bool = True) -> grain.IterDataset:
+                 process_count: int = 1, repeat: bool = True,
+                 mixture=None) -> grain.IterDataset:
   """The host's training stream as a grain ``IterDataset`` of batches."""
   samples = make_sample_dataset(cfg, tokenizer, process_index=process_index,
-                                process_count=process_count, repeat=repeat)
+                                process_count=process_count, repeat=repeat,
+                                mixture=mixture)
   it = samples.to_iter_dataset(grain.ReadOptions(
       num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch))
   if cfg.num_workers > 0:
@@ -329,7 +332,8 @@ def make_train_iterator(cfg: DataConfig, tokenizer, *,
     position_ids int32[3, R, L]; pixel_values float32[R, P, 1176];
     image_grid_thw int32[R, I, 3]; num_images int32[R]; image_segment
     int32[R, I]; plus ``skipped`` {kind: int32} and ``samples_seen`` int32
-    for this batch.
+    for this batch. Its ``num_records`` is the whole mixture's size (one
+    epoch, all hosts).
   """
   if process_index is None or process_count is None:
     import jax
@@ -337,5 +341,9 @@ def make_train_iterator(cfg: DataConfig, tokenizer, *,
         process_index)
     process_count = jax.process_count() if process_count is None else (
         process_count)
-  return iter(make_dataset(cfg, tokenizer, process_index=process_index,
-                           process_count=process_count, repeat=repeat))
+  mixture = build_mixture(cfg.mixture, cfg.registry, cfg.seed)
+  it = iter(make_dataset(cfg, tokenizer, process_index=process_index,
+                         process_count=process_count, repeat=repeat,
+                         mixture=mixture))
+  it.num_records = len(mixture)
+  return it

@@ -2,18 +2,28 @@
 
 A checkpoint holds what changes during training: the scorer's float32
 parameters, the optimizer state, the step counters, and the data iterator's
-state (JSON), so a resumed run continues on exactly the next batch. The
+state (JSON), so a resumed run continues on exactly the next batch, and
+the run's config (JSON), so a rerun can say which settings changed. The
 frozen backbone is read from the converted checkpoint and never rewritten.
 Restores go straight onto the target shardings, so a different mesh works.
+
+A step that does not restore (a file missing inside it, its ``state/``
+gone) is not deleted: ``restore_latest`` falls back to the newest step that
+does and moves the broken ones to ``<workdir>/checkpoints_corrupt/<step>``
+(out of Orbax's reach: it would otherwise collide with or garbage-collect
+them), saying so loudly.
 """
 from __future__ import annotations
 
-import os
+import logging
+import time
 
 import jax
 import orbax.checkpoint as ocp
 
 from vselect_jax import paths
+
+log = logging.getLogger("vselect_jax.train")
 
 
 class Checkpointer:
@@ -33,26 +43,74 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state: dict | None = None,
-           *, force: bool = False) -> None:
+           *, force: bool = False, config: dict | None = None) -> None:
     items = {"state": ocp.args.StandardSave(_savable(state))}
     if data_state is not None:
       items["data"] = ocp.args.JsonSave(data_state)
+    if config is not None:
+      items["config"] = ocp.args.JsonSave(config)
     self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, step: int, target) -> tuple[object, dict | None]:
-    """Restores onto ``target``'s structure, dtypes and shardings."""
+  def restore(self, step: int, target):
+    """Restores onto ``target``'s structure, dtypes and shardings; returns
+    (state, data state or None, config or None)."""
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=getattr(x, "sharding", None)),
         _savable(target))
     items = {"state": ocp.args.StandardRestore(abstract)}
-    if "data" in (self.manager.item_metadata(step) or {}):
-      items["data"] = ocp.args.JsonRestore()
+    present = self.manager.item_metadata(step) or {}
+    for name in ("data", "config"):
+      if name in present:
+        items[name] = ocp.args.JsonRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return _unsavable(target, restored["state"]), restored.get("data")
+    return (_unsavable(target, restored["state"]), restored.get("data"),
+            restored.get("config"))
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+  def restore_latest(self, target) -> dict | None:
+    """The newest step that restores, or None when there is no checkpoint.
+
+    Returns {"step", "state", "data", "config", "corrupt": [(step, moved
+    to, error)]}. Raises when no step restores (then nothing is moved: the
+    target, not the checkpoints, is probably what changed).
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    failed = []
+    for step in steps:
+      try:
+        state, data, config = self.restore(step, target)
+      except Exception as e:  # noqa: BLE001 - any unreadable step
+        failed.append((step, f"{type(e).__name__}: {str(e)[:300]}"))
+        continue
+      corrupt = [(s, self._set_aside(s), err) for s, err in failed]
+      for s, where, err in corrupt:
+        log.error("!!! checkpoint step %d does not restore (%s); resuming "
+                  "from step %d instead. The broken step is kept at %s "
+                  "(not deleted).", s, err, step, where)
+      return {"step": step, "state": state, "data": data, "config": config,
+              "corrupt": corrupt}
+    if failed:
+      raise RuntimeError(
+          f"no checkpoint in {self.directory} restores (steps "
+          f"{[s for s, _ in failed]}); the newest failed with: "
+          f"{failed[0][1]}")
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves a broken step out of the manager's directory; returns where."""
+    src = paths.join(self.directory, str(step))
+    dst_dir = self.directory + "_corrupt"
+    paths.makedirs(dst_dir)
+    dst = paths.join(dst_dir, str(step))
+    if paths.exists(dst):
+      dst = f"{dst}.{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:  # one host moves; all see the new listing
+      paths.move(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    self.manager.reload()
+    return dst
 
   def close(self) -> None:
     self.manager.wait_until_finished()

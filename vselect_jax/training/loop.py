@@ -1,16 +1,21 @@
 """The training loop behind ``train.py``.
 
-Single- and multi-host: each process feeds its share of the global batch;
-arrays are assembled with ``jax.make_array_from_process_local_data`` and the
-jitted step runs with explicit in/out shardings and donated state. The loop
-resumes from ``<workdir>/checkpoints`` by itself; SIGTERM (TPU preemption)
-saves a checkpoint and exits cleanly. Only process 0 writes metrics.
+Single- and multi-host: the config states the global batch
+(``global_batch``); each process feeds its share, arrays are assembled with
+``jax.make_array_from_process_local_data`` and the jitted step runs with
+explicit in/out shardings and donated state. Host preparation runs in a
+prefetch thread (``prefetch``) and the step count lives on the host, so the
+loop waits on the device only to log (one step late) and to checkpoint.
+
+The loop resumes from ``<workdir>/checkpoints`` by itself (falling back past
+broken steps), saying which settings differ from the checkpointed run's;
+SIGTERM (TPU preemption) or SIGINT saves a checkpoint and returns with
+``preempted`` set. Only process 0 writes metrics.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 from typing import Callable, Iterator
@@ -25,26 +30,34 @@ from vselect_jax import sharding as shard_lib
 from vselect_jax.selector.budget import budget_to_k
 from vselect_jax.host import train_batch as batch_lib
 from vselect_jax.training import flops as flops_lib
+from vselect_jax.training import global_batch, optim
 from vselect_jax.training import loss as loss_lib
-from vselect_jax.training import optim
 from vselect_jax.training import step as step_lib
 from vselect_jax.training.checkpointing import Checkpointer
+from vselect_jax.training.prefetch import Prefetcher
 
 log = logging.getLogger("vselect_jax.train")
 
 
 class _Preempted:
-  """Flags SIGTERM so the loop can checkpoint and exit between steps."""
+  """Records SIGTERM (TPU preemption) or SIGINT (Ctrl-C) so the loop can
+  checkpoint once and exit between steps. A second SIGINT interrupts at
+  once (KeyboardInterrupt), for a save that hangs."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.flag = False
-    self._old = signal.signal(signal.SIGTERM, self._handle)
+    self.signal: str | None = None
+    self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
-  def _handle(self, *_):
-    self.flag = True
+  def _handle(self, signum, frame):
+    if self.signal is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal = signal.Signals(signum).name
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._old)
+    for s, old in self._old.items():
+      signal.signal(s, old)
 
 
 def rows_k(batch: dict, budget: float) -> np.ndarray:
@@ -97,27 +110,48 @@ class _Metrics:
 def train(config, workdir: str,
           make_iterator: Callable[..., Iterator[dict]] | None = None,
           *, model=None, progress: bool = True) -> dict:
-  """Trains the scorer; returns the last metrics.
+  """Trains the scorer; returns the outcome.
 
   Args:
     config: an ``ml_collections.ConfigDict`` (see ``configs/``).
     workdir: checkpoints, metrics and the exported scorer go here.
     make_iterator: ``(config, process_index, process_count) -> iterator`` of
-      host-local packed batches with ``get_state`` / ``set_state``; defaults
-      to the grain pipeline of ``vselect_jax.data``.
-    model: an already loaded ``VisionLanguageModel`` (tests); else
-      ``config.model_path`` is loaded.
+      host-local packed batches of ``global_batch.host_rows(config,
+      process_count)`` rows, with ``get_state`` / ``set_state`` (and
+      ``num_records``, to derive steps from epochs); defaults to the grain
+      pipeline of ``vselect_jax.data``.
+    model: an already loaded ``(config, module)`` (``loading.load_model``;
+      tests); else ``config.model_path`` is loaded onto the mesh.
+
+  Returns:
+    {"state", "step" (host int), "metrics" (last logged), "plan"
+    (``BatchPlan``), "preempted" (None, "SIGTERM" or "SIGINT"),
+    "already_complete" (the workdir held a finished run), "config_changes"
+    (settings that differ from the checkpointed run's), "corrupt" (broken
+    checkpoint steps set aside)}.
   """
-  import vselect_jax
+  pi, pc = jax.process_index(), jax.process_count()
+  # Bad batch or step counts fail here, before anything loads or trains.
+  global_batch.host_rows(config, pc)
+  if config.get("total_steps", None) is not None:
+    global_batch.make_plan(config, pc)
   paths.makedirs(workdir)
-  if model is None:
-    model = vselect_jax.from_pretrained(config.model_path,
-                                        dtype=config.get("param_dtype",
-                                                         "float32"))
-  cfg = model.config
   mesh = shard_lib.make_mesh(dict(config.mesh))
-  total = int(config.total_steps)
-  accum = int(config.optim.get("grad_accum", 1))
+  if model is None:  # straight onto the training mesh, never whole on one
+    from vselect_jax.loading import load_model   # device
+    model = load_model(config.model_path,
+                       config.get("param_dtype", "float32"), mesh=mesh)
+  cfg, module = model
+  global_batch.check_batch_devices(
+      config, mesh.shape["data"] * mesh.shape["fsdp"])
+  if make_iterator is None:
+    from vselect_jax.data import make_train_iterator_from_config
+    make_iterator = make_train_iterator_from_config
+  data = make_iterator(config, pi, pc)
+  plan = global_batch.make_plan(config, pc,
+                                getattr(data, "num_records", None))
+  log.info("%s", plan.describe())
+  total, accum = plan.total_steps, plan.grad_accum
   tx = optim.make_optimizer(
       config.optim.lr, total, warmup_ratio=config.optim.warmup_ratio,
       weight_decay=config.optim.weight_decay,
@@ -125,7 +159,7 @@ def train(config, workdir: str,
   reg = optim.reg_weight_schedule(config.reg.start, config.reg.end, total,
                                   config.reg.get("shape", "linear"))
   parts = step_lib.Parts.from_config(config)
-  graphdef, state = step_lib.init_state(model.module, tx, parts)
+  graphdef, state = step_lib.init_state(module, tx, parts)
   sh = state_shardings(state, mesh)
   state = jax.device_put(state, sh)
   compute = config.get("compute_dtype", None)
@@ -136,85 +170,165 @@ def train(config, workdir: str,
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 
-  pi, pc = jax.process_index(), jax.process_count()
   peak = flops_lib.peak_flops(jax.devices()[0].device_kind)
-  if make_iterator is None:
-    from vselect_jax.data import make_train_iterator_from_config
-    make_iterator = make_train_iterator_from_config
-  data = make_iterator(config, pi, pc)
+  record = config_record(config, plan)
   ckpt = Checkpointer(workdir, keep=config.get("keep_checkpoints", 2),
                       async_save=config.get("async_checkpointing", True))
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, data_state = ckpt.restore(latest, state)
-    if data_state is not None and hasattr(data, "set_state"):
-      data.set_state(data_state)
-    log.info("resumed from step %d", latest)
+  changes, corrupt = [], []
+  resumed = ckpt.restore_latest(state)
+  if resumed is not None:
+    state, corrupt = resumed["state"], resumed["corrupt"]
+    if resumed["data"] is not None and hasattr(data, "set_state"):
+      data.set_state(resumed["data"])
+    changes = config_changes(resumed["config"], record)
+    log.info("resumed from step %d", resumed["step"])
+    if changes:
+      log.warning("settings differ from the checkpointed run's (step %d): "
+                  "%s", resumed["step"], "; ".join(changes))
+  # The step lives on the host from here on: reading it from the device
+  # would wait for every step to finish before the next is dispatched.
+  step, micro = int(state.step), int(state.micro_step)
+  already_complete = step >= total
+  if already_complete:
+    log.warning("the run in %s is already complete at step %d (of %d): "
+                "nothing to train", workdir, step, total)
 
   def global_array(x, batch_axis=0):
     s = shard_lib.batch_sharding(mesh, x.ndim, batch_axis)
     return jax.make_array_from_process_local_data(s, np.asarray(x))
 
+  def prepare(raw):  # runs in the prefetch thread
+    rows = np.asarray(raw["input_ids"]).shape[0]
+    if rows != plan.host_rows:
+      raise ValueError(
+          f"the data iterator gave {rows} rows per batch; this host must "
+          f"feed {plan.host_rows} ({plan.describe()})")
+    host = batch_lib.prepare_train_batch(cfg, raw)
+    return dict(host=host, k=rows_k(host, config.budget),
+                skips={k: raw[k] for k in ("skipped", "samples_seen")
+                       if k in raw},
+                tokens=float(np.asarray(raw["segment_ids"] > 0).sum()),
+                flops=flops_lib.batch_flops(cfg, raw))
+
   from vselect_jax.data import SkipMonitor
   skips = SkipMonitor(config.data.get("max_skip_fraction", 0.01))
   metrics_out = _Metrics(workdir)
   preempted = _Preempted()
+  feed = None if already_complete else Prefetcher(
+      data, prepare, int(config.get("prefetch_batches", 2)))
   bar = None
-  if progress and pi == 0:
+  if progress and pi == 0 and not already_complete:
     from tqdm import tqdm
-    bar = tqdm(total=total, initial=int(state.step), desc="train")
+    bar = tqdm(total=total, initial=step, desc="train")
   last = {}
-  t_last = time.perf_counter()
   every = int(config.get("log_every", 1))
+  window = dict(t=time.perf_counter(), step=step, tokens=0.0, flops=0.0)
+  pending = None  # a log step's metrics, fetched after the next dispatch
+
+  def flush():
+    """Logs ``pending`` (waits for that step only)."""
+    nonlocal pending, last
+    if pending is None:
+      return
+    at, metrics, tokens, flops = pending
+    pending = None
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    now = time.perf_counter()
+    dt = (now - window["t"]) / max(at - window["step"], 1)
+    window.update(t=now, step=at)
+    achieved = flops * pc / max(dt, 1e-9)
+    values.update(tflops_per_s=achieved / 1e12)
+    if peak is not None:
+      values.update(mfu=achieved / (peak * jax.device_count()))
+    values.update(step_time_s=dt, tokens_per_s=tokens * pc / max(dt, 1e-9),
+                  lr=float(optim.learning_rate_schedule(
+                      config.optim.lr, total,
+                      config.optim.warmup_ratio)(at - 1)))
+    if plan.records:  # this host's reads, scaled: hosts read alike
+      values.update(epoch=skips.seen * pc / plan.records)
+    last = values
+    if not np.isfinite(values["loss"]):
+      raise FloatingPointError(f"non-finite loss at step {at}: {values}")
+    metrics_out.write(at, values)
+    if bar is not None:
+      bar.set_postfix(loss=f"{values['loss']:.4f}", step_s=f"{dt:.2f}",
+                      tok_s=f"{values['tokens_per_s']:.0f}")
+
   try:
-    while int(state.step) < total:
-      raw = next(data)
-      if "skipped" in raw:  # bad records, counted by the pipeline
-        skips.update(raw)
-      host = batch_lib.prepare_train_batch(cfg, raw)
-      k_row = rows_k(host, config.budget)
+    while step < total:
+      item = next(feed)
+      if "skipped" in item["skips"]:  # bad records, counted by the pipeline
+        skips.update(item["skips"])
       dev = {k: global_array(v, 1 if k == "position_ids" else 0)
-             for k, v in host.items()}
-      state, metrics = jitted(state, dev, global_array(k_row))
-      step = int(state.step)
-      if int(state.micro_step) % accum == 0:
-        dt = time.perf_counter() - t_last
-        t_last = time.perf_counter()
-        last = {k: float(v) for k, v in metrics.items()}
-        tokens = float(np.asarray(raw["segment_ids"] > 0).sum()) * pc * accum
-        achieved = flops_lib.batch_flops(cfg, raw) * pc * accum / max(dt, 1e-9)
-        last.update(tflops_per_s=achieved / 1e12)
-        if peak is not None:
-          last.update(mfu=achieved / (peak * jax.device_count()))
-        last.update(step_time_s=dt, tokens_per_s=tokens / max(dt, 1e-9),
-                    lr=float(optim.learning_rate_schedule(
-                        config.optim.lr, total,
-                        config.optim.warmup_ratio)(step - 1)))
-        if not np.isfinite(last["loss"]):
-          raise FloatingPointError(f"non-finite loss at step {step}: {last}")
+             for k, v in item["host"].items()}
+      state, metrics = jitted(state, dev, global_array(item["k"]))
+      micro += 1
+      window["tokens"] += item["tokens"]
+      window["flops"] += item["flops"]
+      if micro % accum == 0:
+        step += 1
+        flush()  # the previous log step ran while this one was dispatched
         if step % every == 0 or step == total:
-          metrics_out.write(step, last)
+          # Per step, averaged over the window since the last log.
+          n = max(step - window["step"], 1)
+          pending = (step, metrics, window["tokens"] / n,
+                     window["flops"] / n)
+          window.update(tokens=0.0, flops=0.0)
         if bar is not None:
           bar.update(1)
-          bar.set_postfix(loss=f"{last['loss']:.4f}",
-                          step_s=f"{dt:.2f}",
-                          tok_s=f"{last['tokens_per_s']:.0f}")
         if step % int(config.checkpoint_every) == 0 or step == total:
-          ckpt.save(step, state, _data_state(data))
-      if preempted.flag:
-        log.warning("SIGTERM: checkpointing at step %d and exiting", step)
-        if ckpt.latest_step() != int(state.step):
-          ckpt.save(int(state.step), state, _data_state(data), force=True)
+          ckpt.save(step, state, feed.state, config=record)
+      if preempted.signal:
+        log.warning("%s: checkpointing at step %d and exiting",
+                    preempted.signal, step)
+        if ckpt.latest_step() != step:
+          ckpt.save(step, state, feed.state, force=True, config=record)
         break
+    flush()
   finally:
+    if feed is not None:
+      feed.close()
     preempted.restore()
     ckpt.close()
     metrics_out.close()
     if bar is not None:
       bar.close()
-  if int(state.step) >= total:
+  # A signal during the last step still leaves a finished run.
+  stopped_by = preempted.signal if step < total else None
+  # A finished run is exported again (an export cut short is redone),
+  # but not under settings it did not train with.
+  if step >= total and not (already_complete and changes):
     _export(state, graphdef, parts, cfg, config, workdir, pi)
-  return {"state": state, "metrics": last, "preempted": preempted.flag}
+  return {"state": state, "step": step, "metrics": last, "plan": plan,
+          "preempted": stopped_by, "already_complete": already_complete,
+          "config_changes": changes, "corrupt": corrupt}
+
+
+def config_record(config, plan: global_batch.BatchPlan) -> dict:
+  """The run's settings as saved with each checkpoint (JSON), the derived
+  step count included."""
+  record = json.loads(config.to_json_best_effort())
+  record["total_steps"] = plan.total_steps
+  return record
+
+
+def config_changes(saved: dict | None, now: dict) -> list[str]:
+  """Settings that differ, as "key: checkpoint -> now" (dotted keys)."""
+  if saved is None:
+    return []
+  a, b = _flatten(saved), _flatten(now)
+  return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
@@ -224,7 +338,7 @@ def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
   sharded across hosts); process 0 writes."""
   from flax import nnx
   from jax.experimental import multihost_utils
-  from conversion import export_hf, export_scorer
+  from vselect_jax.checkpoint import hf_export, scorer_export
   dtype = config.get("export_dtype", "bfloat16")
   if parts.tune_compressor:
     pure = multihost_utils.process_allgather(
@@ -232,20 +346,13 @@ def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
     if pi == 0:
       with paths.local_target(paths.join(workdir,
                                          "scorer.safetensors")) as dst:
-        export_scorer.write_tensors(export_scorer.scorer_tensors(pure), dst,
+        scorer_export.write_tensors(scorer_export.scorer_tensors(pure), dst,
                                     dtype)
   if parts.tune_mm_vision or parts.tune_mm_mlp or parts.tune_mm_llm:
     model = nnx.merge(graphdef, state.trainable, state.frozen)
     pure = multihost_utils.process_allgather(
         nnx.state(model, nnx.Param).to_pure_dict(), tiled=True)
     if pi == 0:
-      export_hf.export_hf(pure, cfg, config.model_path,
+      hf_export.export_hf(pure, cfg, config.model_path,
                           paths.join(workdir, "hf"), dtype,
                           include_scorer=parts.tune_compressor)
-
-
-def _data_state(data):
-  if hasattr(data, "get_state"):
-    s = data.get_state()
-    return s if isinstance(s, dict) else {"state": s}
-  return None

@@ -1,0 +1,238 @@
+"""Export the trained VisionSelector scorer to PyTorch layout.
+
+    python -m conversion.export_scorer --src <converted dir or checkpoint> \
+        --dst scorer.safetensors [--dtype bfloat16|float32] [--overwrite]
+    python -m conversion.export_scorer --src <...> \
+        --merge-into <HF base dir> --dst <new HF dir> [--link] [--overwrite]
+
+The first form writes the four tensors of the released VisionSelector
+checkpoints, ``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}``, with
+weights as torch ``[out, in]``. The second copies an HF Qwen2.5-VL checkpoint
+and adds those tensors as an extra shard registered in
+``model.safetensors.index.json``, which the original PyTorch VisionSelector
+code and plain ``transformers`` load without re-initialising them. The base's
+files are copied, so editing the new checkpoint never changes the base;
+``--link`` hard-links the weight shards (``*.safetensors``, never rewritten in
+place) instead of copying them, and still copies configs, index and tokenizer
+files. The scorer's shapes are checked against the base's ``config.json``
+before anything is written.
+
+An existing ``--dst`` is refused unless ``--overwrite``; the new file or
+directory is written beside it and moved into place, so a failed export never
+leaves a half-written ``--dst``.
+
+``--src`` is any Orbax checkpoint (a converted dir's ``params/`` or a training
+checkpoint) whose tree holds an ``importance_scorer`` subtree, a converted
+directory, or a ``scorer.safetensors`` (what ``train.py`` writes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import ml_dtypes
+import numpy as np
+
+from vselect_jax.checkpoint.safetensors_io import iter_tensors, save_file
+
+PREFIX = "visual.importance_scorer."
+SCORER_FILE = "model-visionselector-scorer.safetensors"
+BASE_SHARD = "model-base.safetensors"
+DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16),
+           "float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
+
+
+def _find_scorer(tree):
+  if isinstance(tree, dict):
+    if "importance_scorer" in tree:
+      return tree["importance_scorer"]
+    for v in tree.values():
+      found = _find_scorer(v)
+      if found is not None:
+        return found
+  return None
+
+
+def load_scorer(src: str) -> dict[str, np.ndarray]:
+  """Returns the scorer as HF-named torch-layout float32 arrays, from an
+  Orbax checkpoint / converted dir or a ``scorer.safetensors`` written by
+  ``train.py`` or this module."""
+  import orbax.checkpoint as ocp
+  src = os.path.abspath(src)
+  if os.path.isfile(src) and src.endswith(".safetensors"):
+    tensors = {n: np.asarray(load(), np.float32)
+               for n, _, load in iter_tensors(src)}
+    want = {f"{PREFIX}{p}.{w}" for p in ("k_proj", "q_proj")
+            for w in ("weight", "bias")}
+    if set(tensors) != want:
+      raise KeyError(f"{src}: expected the scorer tensors {sorted(want)}, "
+                     f"found {sorted(tensors)}")
+    return tensors
+  candidates = [os.path.join(src, "params"), src]
+  tree = None
+  errors = []
+  for path in candidates:
+    if not os.path.isdir(path):
+      continue
+    try:
+      tree = ocp.StandardCheckpointer().restore(path)
+      break
+    except Exception as e:  # not an Orbax checkpoint dir
+      errors.append(f"{path}: {type(e).__name__}")
+  if tree is None:
+    raise FileNotFoundError(
+        f"{src}: no Orbax checkpoint found ({'; '.join(errors) or 'no dir'})")
+  return scorer_tensors(tree, src)
+
+
+def scorer_tensors(tree: dict, where: str = "the tree"
+                   ) -> dict[str, np.ndarray]:
+  """HF-named torch-layout float32 arrays from any nested parameter dict
+  holding an ``importance_scorer`` subtree (kernel [in, out], bias)."""
+  scorer = _find_scorer(tree)
+  if scorer is None:
+    raise KeyError(f"{where}: the checkpoint holds no importance_scorer")
+  out = {}
+  for proj in ("k_proj", "q_proj"):
+    if proj not in scorer or not {"kernel", "bias"} <= set(scorer[proj]):
+      raise KeyError(f"{where}: importance_scorer.{proj} lacks kernel/bias")
+    out[f"{PREFIX}{proj}.weight"] = np.asarray(
+        scorer[proj]["kernel"], np.float32).T
+    out[f"{PREFIX}{proj}.bias"] = np.asarray(scorer[proj]["bias"], np.float32)
+  return out
+
+
+def write_tensors(tensors: dict[str, np.ndarray], dst: str,
+                  dtype: str = "bfloat16") -> None:
+  save_file({k: v.astype(DTYPES[dtype]) for k, v in tensors.items()}, dst)
+
+
+def _check_dst(dst: str, overwrite: bool, want_dir: bool) -> None:
+  """Refuses to replace ``dst`` unless ``overwrite``, and a destination of
+  the wrong kind (a directory where a file goes, or the reverse) always."""
+  if os.path.isdir(dst) and not want_dir:
+    raise IsADirectoryError(
+        f"--dst {dst} is a directory; name the file to write, e.g. "
+        f"{os.path.join(dst, 'scorer.safetensors')}")
+  if os.path.exists(dst) and not os.path.isdir(dst) and want_dir:
+    raise FileExistsError(f"--dst {dst} is a file; --merge-into writes a "
+                          "checkpoint directory")
+  if os.path.exists(dst) and not overwrite:
+    raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
+
+
+def export(src: str, dst: str, dtype: str = "bfloat16", *,
+           overwrite: bool = False) -> None:
+  """Writes the scorer of ``src`` to the safetensors file ``dst``."""
+  _check_dst(dst, overwrite, want_dir=False)
+  tensors = load_scorer(src)
+  parent = os.path.dirname(os.path.abspath(dst))
+  fd, tmp = tempfile.mkstemp(prefix=".scorer-", suffix=".safetensors",
+                             dir=parent)
+  os.close(fd)
+  try:
+    write_tensors(tensors, tmp, dtype)
+    os.replace(tmp, dst)  # an old dst survives any failure above
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def expected_scorer_shapes(base: str) -> dict[str, tuple[int, ...]]:
+  """HF name -> torch-layout shape of the scorer the model of ``base``
+  (an HF dir with ``config.json``) builds."""
+  from flax import nnx
+  from vselect_jax.config import VLMConfig
+  from vselect_jax.selector.scorer import ImportanceScorer
+  cfg = VLMConfig.from_pretrained(base)
+  # The model builds the scorer at the LLM width (modeling/vlm.py).
+  abstract = nnx.eval_shape(lambda: ImportanceScorer(
+      cfg.text.hidden_size, rngs=nnx.Rngs(0)))
+  out = {}
+  for path, var in nnx.state(abstract).flat_state():
+    proj, leaf = path
+    shape = tuple(var.get_value().shape)
+    name = "weight" if leaf == "kernel" else leaf
+    out[f"{PREFIX}{proj}.{name}"] = shape[::-1] if leaf == "kernel" else shape
+  return out
+
+
+def check_scorer_shapes(tensors: dict[str, np.ndarray], base: str) -> None:
+  """Raises ``ValueError`` naming every scorer tensor whose shape does not
+  fit the base checkpoint's config."""
+  want = expected_scorer_shapes(base)
+  bad = [f"{k}: expected {want[k]}, got {tuple(v.shape)}"
+         for k, v in sorted(tensors.items()) if tuple(v.shape) != want.get(k)]
+  if bad:
+    raise ValueError(
+        f"the scorer does not fit {base} (hidden size "
+        f"{want[PREFIX + 'q_proj.weight'][1]}): " + "; ".join(bad))
+
+
+def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
+               link: bool = False, overwrite: bool = False) -> None:
+  """Writes ``dst``: the HF checkpoint ``base`` plus the scorer shard.
+
+  Args:
+    link: hard-link the base's weight shards (``*.safetensors``) instead of
+      copying them; every other file is copied either way, so editing
+      ``dst`` never edits ``base``.
+    overwrite: replace an existing ``dst``.
+  """
+  if not os.path.isdir(base):
+    raise FileNotFoundError(f"--merge-into {base}: no such directory")
+  if os.path.exists(dst) and os.path.samefile(dst, base):
+    raise ValueError(f"--dst {dst} is the base checkpoint; write the merged "
+                     "checkpoint to a new directory")
+  _check_dst(dst, overwrite, want_dir=True)
+  scorer = load_scorer(src)
+  check_scorer_shapes(scorer, base)
+  tensors = {k: v.astype(DTYPES[dtype]) for k, v in scorer.items()}
+  index_path = os.path.join(base, "model.safetensors.index.json")
+  if os.path.exists(index_path):
+    with open(index_path) as f:
+      index = json.load(f)
+  elif os.path.exists(os.path.join(base, "model.safetensors")):
+    # A single-file base becomes a shard: loaders prefer model.safetensors
+    # over the index when both exist, which would hide the scorer shard.
+    names = [n for n, _, _ in iter_tensors(
+        os.path.join(base, "model.safetensors"))]
+    index = {"metadata": {}, "weight_map": {n: BASE_SHARD for n in names}}
+  else:
+    raise FileNotFoundError(f"{base}: not an HF safetensors checkpoint")
+  clash = [k for k in index["weight_map"] if k.startswith(PREFIX) or
+           k.startswith("model." + PREFIX)]
+  for k in clash:  # replacing an older scorer
+    del index["weight_map"][k]
+  parent = os.path.dirname(os.path.abspath(dst)) or "."
+  stage = tempfile.mkdtemp(prefix=".merge-", dir=parent)
+  try:
+    for name in os.listdir(base):
+      s = os.path.join(base, name)
+      if os.path.isfile(s) and name != "model.safetensors.index.json":
+        target = os.path.join(
+            stage, BASE_SHARD if name == "model.safetensors" else name)
+        # Only weight shards may be shared: nothing rewrites them in place,
+        # while configs / tokenizer files are edited by hand.
+        if link and name.endswith(".safetensors"):
+          try:
+            os.link(s, target)
+            continue
+          except OSError:  # another filesystem: copy
+            pass
+        shutil.copy2(s, target)
+    save_file(tensors, os.path.join(stage, SCORER_FILE))
+    for k in tensors:
+      index["weight_map"][k] = SCORER_FILE
+    index.setdefault("metadata", {})
+    with open(os.path.join(stage, "model.safetensors.index.json"), "w") as f:
+      json.dump(index, f, indent=2, sort_keys=True)
+    if os.path.exists(dst):  # --overwrite, checked above
+      shutil.rmtree(dst)
+    os.replace(stage, dst)
+  except BaseException:
+    shutil.rmtree(stage, ignore_errors=True)
+    raise
