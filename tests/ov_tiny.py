@@ -77,7 +77,7 @@ def run_oracle(name: str, cases: dict[str, dict[str, np.ndarray]], out: str,
     json.dump({"config": CONFIGS[name], "seed": seed,
                "cases": sorted(cases)}, f)
   env = dict(os.environ, PYTHONPATH="", TRANSFORMERS_VERBOSITY="error",
-             HF_HUB_OFFLINE="1")
+             HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
   done = subprocess.run([py, ORACLE, spec, out], capture_output=True,
                         text=True, env=env, timeout=300)
   if done.returncode:
@@ -117,11 +117,20 @@ def _text(model, ids, index, merged, pos, mask):
   return model.head(model.model(x, pos, mask))
 
 
+# One patch / sequence capacity for every test case: one compile each.
+PATCH_CAPACITY, SEQ_CAPACITY = 192, 64
+
+
+def _pad_rows(pixel_values) -> np.ndarray:
+  """Pixel rows padded to PATCH_CAPACITY (padding rows are never read)."""
+  x = np.asarray(pixel_values, np.float32)
+  return np.pad(x, ((0, PATCH_CAPACITY - x.shape[0]), (0, 0)))
+
+
 def vision(model: LlavaOneVision15, pixel_values, grid) -> np.ndarray:
   """float32[num_merged, E] from our tower (padded layout, padding cut)."""
-  layout = build_rice_layout(grid, model.config.vision)
-  merged = _vision(model, np.asarray(pixel_values, np.float32),
-                   layout.arrays())
+  layout = build_rice_layout(grid, model.config.vision, PATCH_CAPACITY)
+  merged = _vision(model, _pad_rows(pixel_values), layout.arrays())
   return np.asarray(merged)[:layout.num_merged]
 
 
@@ -132,16 +141,19 @@ def logits(model: LlavaOneVision15, input_ids, attention_mask=None,
   ids = np.asarray(input_ids)
   mask = (np.ones_like(ids) if attention_mask is None
           else np.asarray(attention_mask))
+  length = ids.shape[1]
+  pad = ((0, 0), (0, SEQ_CAPACITY - length))  # trailing padding (segment 0)
+  ids, mask = np.pad(ids, pad), np.pad(mask, pad)
   pos, _ = get_1d_position_ids(ids, mask)
   merged, index = None, np.full(ids.shape, -1, np.int32)
   if pixel_values is not None:
-    layout = build_rice_layout(image_grid_thw, model.config.vision)
-    merged = _vision(model, np.asarray(pixel_values, np.float32),
-                     layout.arrays())
+    layout = build_rice_layout(image_grid_thw, model.config.vision,
+                               PATCH_CAPACITY)
+    merged = _vision(model, _pad_rows(pixel_values), layout.arrays())
     where = (ids == model.config.image_token_id) & (mask == 1)
     index[where] = np.arange(int(where.sum()))
   return np.asarray(_text(model, ids.astype(np.int32), index, merged, pos,
-                          mask.astype(np.int32)))
+                          mask.astype(np.int32)))[:, :length]
 
 
 def block(grid) -> list[int]:
