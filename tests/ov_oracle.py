@@ -20,6 +20,11 @@ and, in ``OUT_DIR/outputs.npz`` per case:
   time and concatenated, and ``<case>.vision_joint``: the tower run on all
   images at once (the copy's own multi-image result, shifted by one row);
 * ``<case>.logits_native``: the unmodified forward with pixel values.
+
+A case with ``<case>.keep`` int[B, K] (indices into the sequence) is a
+compressed prompt, as the reference's budgeted forward builds it: only the
+kept tokens' embeddings go in, with their original cache positions as
+``position_ids`` (gaps); ``<case>.logits`` is then float32[B, K, V].
 """
 from __future__ import annotations
 
@@ -109,6 +114,17 @@ def main(argv) -> int:
       else:
         results[f"{case}.logits_native"] = model(
             input_ids=ids, attention_mask=mask, use_cache=False).logits.numpy()
+      keep = get("keep")
+      if keep is not None:  # a compressed prompt: kept tokens, own positions
+        keep = keep.long()
+        embeds = torch.stack([e[k] for e, k in zip(embeds, keep)])
+        # With the mask given (as the reference's selector forward gathers
+        # it), transformers does not read position gaps as packed sequences.
+        results[f"{case}.logits"] = model(
+            inputs_embeds=embeds, position_ids=keep,
+            attention_mask=torch.ones_like(keep), use_cache=False
+        ).logits.numpy()
+        continue
       results[f"{case}.logits"] = model(
           inputs_embeds=embeds, attention_mask=mask,
           use_cache=False).logits.numpy()

@@ -117,6 +117,16 @@ def _text(model, ids, index, merged, pos, mask):
   return model.head(model.model(x, pos, mask))
 
 
+@nnx.jit
+def _embed(model, ids, index, merged):
+  return model.embed(ids, index, merged)
+
+
+@nnx.jit
+def _run(model, x, pos, mask):
+  return model.head(model.model(x, pos, mask))
+
+
 # One patch / sequence capacity for every test case: one compile each.
 PATCH_CAPACITY, SEQ_CAPACITY = 192, 64
 
@@ -135,9 +145,15 @@ def vision(model: LlavaOneVision15, pixel_values, grid) -> np.ndarray:
 
 
 def logits(model: LlavaOneVision15, input_ids, attention_mask=None,
-           pixel_values=None, image_grid_thw=None) -> np.ndarray:
+           pixel_values=None, image_grid_thw=None, keep=None,
+           positions: str = "original") -> np.ndarray:
   """float32[B, T, V]: vision tower, visual tokens at their pads (row-major
-  over the batch, as HF scatters them), 1-D positions, LLM, head."""
+  over the batch, as HF scatters them), 1-D positions, LLM, head.
+
+  ``keep`` int[B, K]: run only those tokens (a compressed prompt), with
+  their original positions, or with ``positions="renumbered"`` 0..K-1 (what
+  the reference does not do); returns float32[B, K, V].
+  """
   ids = np.asarray(input_ids)
   mask = (np.ones_like(ids) if attention_mask is None
           else np.asarray(attention_mask))
@@ -152,8 +168,22 @@ def logits(model: LlavaOneVision15, input_ids, attention_mask=None,
     merged = _vision(model, _pad_rows(pixel_values), layout.arrays())
     where = (ids == model.config.image_token_id) & (mask == 1)
     index[where] = np.arange(int(where.sum()))
-  return np.asarray(_text(model, ids.astype(np.int32), index, merged, pos,
-                          mask.astype(np.int32)))[:, :length]
+  if keep is None:
+    return np.asarray(_text(model, ids.astype(np.int32), index, merged, pos,
+                            mask.astype(np.int32)))[:, :length]
+  # Compressed prompt: embeddings and positions gathered at the kept tokens.
+  keep = np.asarray(keep)
+  x = _embed(model, ids.astype(np.int32), index, merged)
+  rows = np.arange(keep.shape[0])[:, None]
+  x = np.asarray(x)[rows, keep]
+  pos = pos[:, rows, keep] if positions == "original" else np.broadcast_to(
+      np.arange(keep.shape[1], dtype=np.int32), (3,) + keep.shape)
+  k = keep.shape[1]
+  pad = ((0, 0), (0, SEQ_CAPACITY - k))
+  out = _run(model, np.pad(x, pad + ((0, 0),)),
+             np.pad(pos, ((0, 0),) + pad),
+             np.pad(np.ones(keep.shape, np.int32), pad))
+  return np.asarray(out)[:, :k]
 
 
 def block(grid) -> list[int]:

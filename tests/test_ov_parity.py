@@ -36,7 +36,13 @@ def _cases():
   pad_ids[0], pad_mask[0] = ids1, 1
   pad_ids[1, :6], pad_mask[1, :6] = rng.integers(0, 900, 6), 1
   grid = lambda *g: np.array(g, np.int64)
+  # A compressed prompt: the text and every third visual token of image 2.
+  vis = np.flatnonzero(np.array(ids2) == IMAGE)
+  keep = np.sort(np.concatenate([np.flatnonzero(np.array(ids2) != IMAGE),
+                                 vis[::3]]))[None]
   return {
+      "kept_tokens": dict(input_ids=np.array([ids2]), pixel_values=p2,
+                          image_grid_thw=grid(G2), keep=keep),
       "grid_6x10": dict(input_ids=np.array([ids1]), pixel_values=p1,
                         image_grid_thw=grid(G1)),
       "grid_14x8": dict(input_ids=np.array([ids2]), pixel_values=p2,
@@ -108,6 +114,18 @@ def test_logits(run, case):
     assert _err(ours, ref[f"{case}.logits_native"]) <= TOL
 
 
+def test_kept_tokens_keep_their_positions(run):
+  """The budgeted forward's LLM input: kept tokens only, at their original
+  1-D positions (gaps), as the reference's selector forward. Renumbering
+  them 0..K-1 is measurably different."""
+  _, cases, ref, model, _ = run
+  c = cases["kept_tokens"]
+  ours = ov_tiny.logits(model, **c)
+  assert _err(ours, ref["kept_tokens.logits"]) <= TOL
+  renumbered = ov_tiny.logits(model, **c, positions="renumbered")
+  assert _err(renumbered, ref["kept_tokens.logits"]) > 100 * TOL
+
+
 def test_padded_batch(run):
   _, cases, ref, model, _ = run
   c = cases["padded_batch"]
@@ -150,7 +168,7 @@ def test_key_map_covers_the_checkpoint(run):
     assert module + (leaf,) in ours
 
 
-def test_config_refusals(tmp_path):
+def test_config_refusals():
   base = json.loads(json.dumps(ov_tiny.CONFIGS["ov_tied"]))
   base["model_type"] = "llavaonevision1_5"
   LlavaOV15Config.from_hf_dict(base)
