@@ -7,7 +7,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo pipeline-demo test bench venv clean
+# The LLaVA-OneVision-1.5 oracle: PyTorch code from lmms-engine that needs
+# transformers 4.x, so it gets its own venv, run in a subprocess by the tests.
+OV_VENV := .venv-ov
+OV_PY := $(OV_VENV)/bin/python
+LMMS_ENGINE_SPEC ?= lmms-engine==0.1.4
+
+.PHONY: demo pipeline-demo test bench venv venv-ov clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +24,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+$(OV_VENV)/.installed: tests/ov_oracle_requirements.txt
+	test -x $(OV_PY) || $(PYTHON) -m venv $(OV_VENV)
+	$(OV_PY) -m pip install -q --upgrade pip
+	$(OV_PY) -m pip install -q -r tests/ov_oracle_requirements.txt
+	$(OV_PY) -m pip install -q --no-deps "$(LMMS_ENGINE_SPEC)"
+	touch $@
+
+venv-ov: $(OV_VENV)/.installed
+
 # The paper's table in miniature: a small Qwen2.5-VL trained from scratch on
 # a synthetic world, then the scorer, then every method at every budget.
 demo: $(VENV)/.installed
@@ -27,7 +42,7 @@ demo: $(VENV)/.installed
 pipeline-demo: $(VENV)/.installed
 	$(PY) -m vselect_jax.demo --workdir demo_out/pipeline
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(OV_VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: $(VENV)/.installed

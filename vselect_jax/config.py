@@ -62,11 +62,20 @@ class TextConfig:
   num_key_value_heads: int = 4
   rms_norm_eps: float = 1e-6
   rope_theta: float = 1000000.0
-  mrope_section: tuple[int, int, int] = (16, 24, 24)
+  # None: plain 1-D RoPE, driven by row 0 of the int32[3, B, T] position ids
+  # (LLaVA-OneVision-1.5's Qwen3 LLM; the three rows are then equal).
+  mrope_section: tuple[int, int, int] | None = (16, 24, 24)
   tie_word_embeddings: bool = False
+  # Qwen2 has q/k/v biases; Qwen3 has none but RMSNorms per head on q and k.
+  attention_bias: bool = True
+  qk_norm: bool = False
+  # Qwen3 configs give head_dim explicitly (it need not be D / N).
+  explicit_head_dim: int | None = None
 
   @property
   def head_dim(self) -> int:
+    if self.explicit_head_dim is not None:
+      return self.explicit_head_dim
     return self.hidden_size // self.num_attention_heads
 
 
@@ -78,6 +87,7 @@ class VLMConfig:
   video_token_id: int = 151656
   vision_start_token_id: int = 151652
   vision_end_token_id: int = 151653
+  family: str = "qwen2_5_vl"
 
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any]) -> "VLMConfig":
@@ -141,13 +151,148 @@ class VLMConfig:
 
   @classmethod
   def from_pretrained(cls, path: str) -> "VLMConfig":
-    file = os.path.join(path, "config.json")
-    if not os.path.exists(file):
-      raise FileNotFoundError(f"no config.json in {path!r}")
-    with open(file) as f:
-      try:
-        return cls.from_hf_dict(json.load(f))
-      except KeyError as e:
-        raise ValueError(f"{file} lacks the required field {e}") from None
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from None
+    return _read_config_json(cls, path)
+
+
+# --- LLaVA-OneVision-1.5 (RICE vision tower + Qwen3 LLM) -------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RiceVisionConfig:
+  """lmms-engine's ``RiceConfig`` (``model_type`` "rice_vit"); defaults are
+  the 8B's RICE ViT-L/14."""
+  depth: int = 24
+  hidden_size: int = 1024
+  intermediate_size: int = 4096
+  num_heads: int = 16
+  in_channels: int = 3
+  patch_size: int = 14
+  spatial_merge_size: int = 2
+  out_hidden_size: int = 4096      # RiceConfig.text_hidden_size
+  layer_norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+
+  # The reference's patch embedding hard-codes one frame per patch.
+  temporal_patch_size = 1
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def patch_dim(self) -> int:
+    """Length of one flattened patch row: C * P * P (588 for RICE-L/14)."""
+    return self.in_channels * self.patch_size ** 2
+
+  @property
+  def merge_unit(self) -> int:
+    return self.spatial_merge_size ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class LlavaOV15Config:
+  """``Llavaonevision1_5Config`` (``model_type`` "llavaonevision1_5")."""
+  vision: RiceVisionConfig = RiceVisionConfig()
+  text: TextConfig = TextConfig(
+      vocab_size=151936, hidden_size=4096, intermediate_size=12288,
+      num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+      rms_norm_eps=1e-6, rope_theta=1e6, mrope_section=None,
+      attention_bias=False, qk_norm=True, explicit_head_dim=128)
+  image_token_id: int = 151655
+  video_token_id: int = 151656
+  vision_start_token_id: int = 151652
+  vision_end_token_id: int = 151653
+  family: str = "llava_ov15"
+
+  @classmethod
+  def from_hf_dict(cls, d: dict[str, Any]) -> "LlavaOV15Config":
+    """Builds a config from an LLaVA-OV-1.5 ``config.json`` dict.
+
+    Unset fields take lmms-engine's defaults, as transformers would. The
+    head is tied iff ``text_config.tie_word_embeddings`` (default False):
+    transformers 4.57 ties by the text config, not the top-level flag.
+    """
+    if d.get("model_type") != "llavaonevision1_5":
+      raise ValueError(
+          f"expected a LLaVA-OneVision-1.5 config (model_type "
+          f"'llavaonevision1_5'), got {d.get('model_type')!r}")
+    t = dict(d.get("text_config") or {})
+    v = dict(d.get("vision_config") or {})
+    for key, bad in (("use_sliding_window", True),):
+      if t.get(key) == bad:
+        raise ValueError(f"text_config.{key}={bad} is not supported")
+    scaling = t.get("rope_scaling")
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in (
+        None, "default"):
+      raise ValueError(f"text_config.rope_scaling {scaling} is not supported "
+                       "(only default RoPE)")
+    if v.get("temporal_patch_size", 1) != 1:
+      raise ValueError(
+          f"vision_config.temporal_patch_size={v['temporal_patch_size']}: the "
+          "RICE tower embeds one frame per patch (temporal_patch_size 1)")
+    if v.get("hidden_act", "gelu") != "gelu":
+      raise ValueError(f"vision_config.hidden_act={v['hidden_act']!r} is not "
+                       "supported (exact 'gelu')")
+    if t.get("hidden_act", "silu") != "silu":
+      raise ValueError(f"text_config.hidden_act={t['hidden_act']!r} is not "
+                       "supported ('silu')")
+    heads = int(t.get("num_attention_heads", 32))
+    text = TextConfig(
+        vocab_size=int(t.get("vocab_size", 151936)),
+        hidden_size=int(t.get("hidden_size", 4096)),
+        intermediate_size=int(t.get("intermediate_size", 12288)),
+        num_hidden_layers=int(t.get("num_hidden_layers", 36)),
+        num_attention_heads=heads,
+        num_key_value_heads=int(t.get("num_key_value_heads") or heads),
+        rms_norm_eps=float(t.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(t.get("rope_theta", 1e6)),
+        mrope_section=None,
+        tie_word_embeddings=bool(t.get("tie_word_embeddings", False)),
+        attention_bias=bool(t.get("attention_bias", False)),
+        qk_norm=True,
+        # Qwen3 reads `head_dim or hidden_size // heads`.
+        explicit_head_dim=int(t.get("head_dim", 128) or
+                              int(t.get("hidden_size", 4096)) // heads),
+    )
+    vision = RiceVisionConfig(
+        depth=int(v.get("depth", 24)),
+        hidden_size=int(v.get("hidden_size", 1024)),
+        intermediate_size=int(v.get("intermediate_size", 4096)),
+        num_heads=int(v.get("num_heads", 16)),
+        in_channels=int(v.get("in_channels", 3)),
+        patch_size=int(v.get("patch_size", 14)),
+        spatial_merge_size=int(v.get("spatial_merge_size", 2)),
+        out_hidden_size=int(v.get("text_hidden_size", 2560)),
+        layer_norm_eps=float(v.get("layer_norm_eps", 1e-5)),
+    )
+    if vision.hidden_size % vision.num_heads or vision.head_dim % 4:
+      raise ValueError(
+          f"vision hidden_size {vision.hidden_size} / num_heads "
+          f"{vision.num_heads} must give a head dim divisible by 4 (2-D RoPE)")
+    if vision.out_hidden_size != text.hidden_size:
+      raise ValueError(
+          f"vision_config.text_hidden_size {vision.out_hidden_size} != "
+          f"text_config.hidden_size {text.hidden_size}")
+    return cls(
+        vision=vision, text=text,
+        image_token_id=int(d.get("image_token_id", 151655)),
+        video_token_id=int(d.get("video_token_id", 151656)),
+        vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
+        vision_end_token_id=int(d.get("vision_end_token_id", 151653)))
+
+  @classmethod
+  def from_pretrained(cls, path: str) -> "LlavaOV15Config":
+    return _read_config_json(cls, path)
+
+
+def _read_config_json(cls, path: str):
+  file = os.path.join(path, "config.json")
+  if not os.path.exists(file):
+    raise FileNotFoundError(f"no config.json in {path!r}")
+  with open(file) as f:
+    try:
+      return cls.from_hf_dict(json.load(f))
+    except KeyError as e:
+      raise ValueError(f"{file} lacks the required field {e}") from None
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{file} is not valid JSON: {e}") from None

@@ -22,6 +22,7 @@ the switch ``composite_transparency=True`` (off by default).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -33,6 +34,50 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 PATCH, MERGE, TEMPORAL = 14, 2, 2
 FACTOR = PATCH * MERGE
 PATCH_DIM = 3 * TEMPORAL * PATCH * PATCH   # 1176 values per patch
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessorParams:
+  """What differs between the models' processors (``preprocessor_config``):
+  patch layout and normalisation. Qwen2.5-VL by default; LLaVA-OV-1.5 has
+  one frame per temporal patch (588 values per patch row)."""
+  patch_size: int = PATCH
+  merge_size: int = MERGE
+  temporal_patch_size: int = TEMPORAL
+  mean: tuple[float, ...] = tuple(CLIP_MEAN.tolist())
+  std: tuple[float, ...] = tuple(CLIP_STD.tolist())
+
+  @property
+  def factor(self) -> int:
+    return self.patch_size * self.merge_size
+
+  @property
+  def patch_dim(self) -> int:
+    return 3 * self.temporal_patch_size * self.patch_size ** 2
+
+  @classmethod
+  def from_hf_dict(cls, d: dict) -> "ProcessorParams":
+    """From a ``preprocessor_config.json`` dict (unset keys: defaults)."""
+    f = cls()
+    return cls(int(d.get("patch_size", f.patch_size)),
+               int(d.get("merge_size", f.merge_size)),
+               int(d.get("temporal_patch_size", f.temporal_patch_size)),
+               tuple(float(x) for x in d.get("image_mean", f.mean)),
+               tuple(float(x) for x in d.get("image_std", f.std)))
+
+
+QWEN25_VL_PARAMS = ProcessorParams()
+LLAVA_OV15_PARAMS = ProcessorParams(temporal_patch_size=1)
+
+
+def pixel_bounds_from_hf_dict(d: dict) -> tuple[int, int]:
+  """(min_pixels, max_pixels) of a ``preprocessor_config.json`` dict: the
+  ``min_pixels`` / ``max_pixels`` keys, else ``size.shortest_edge`` /
+  ``longest_edge`` (both are areas in HF's Qwen2-VL-style processors)."""
+  size = d.get("size") or {}
+  return (int(d.get("min_pixels", size.get("shortest_edge", 56 * 56))),
+          int(d.get("max_pixels", size.get("longest_edge",
+                                           14 * 14 * 4 * 1280))))
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR,
@@ -88,32 +133,37 @@ def to_rgb(image, composite_transparency: bool = False) -> Image.Image:
   return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _patchify(frames: np.ndarray) -> np.ndarray:
-  """Normalised frames float32[T, H, W, C] (T even, H and W multiples of
-  28) -> patches float32[T/2 * H/14 * W/14, C * 2 * 14 * 14].
+def _patchify(frames: np.ndarray,
+              params: ProcessorParams = QWEN25_VL_PARAMS) -> np.ndarray:
+  """Normalised frames float32[T, H, W, C] (T a multiple of the temporal
+  patch tp, H and W multiples of 28) -> patches
+  float32[T/tp * H/14 * W/14, C * tp * 14 * 14] (sizes for patch 14, merge 2).
 
   Rows run over (t, h/28, w/28, 2, 2) so each 2x2 merge group is contiguous;
   columns over (channel, t, 14, 14) as the patch-embedding conv expects.
   """
   t, h, w, c = frames.shape
-  gh, gw = h // PATCH, w // PATCH
-  x = frames.reshape(t // TEMPORAL, TEMPORAL, gh // MERGE, MERGE, PATCH,
-                     gw // MERGE, MERGE, PATCH, c)
-  # -> (t/2, gh/2, gw/2, mh, mw, C, tp, ph, pw)
+  ps, ms, tp = params.patch_size, params.merge_size, params.temporal_patch_size
+  gh, gw = h // ps, w // ps
+  x = frames.reshape(t // tp, tp, gh // ms, ms, ps, gw // ms, ms, ps, c)
+  # -> (t/tp, gh/2, gw/2, mh, mw, C, tp, ph, pw)
   x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
   return np.ascontiguousarray(x).reshape(
-      (t // TEMPORAL) * gh * gw, c * TEMPORAL * PATCH * PATCH)
+      (t // tp) * gh * gw, c * tp * ps * ps)
 
 
-def _normalise(rgb: Image.Image) -> np.ndarray:
-  """uint8 RGB -> float32[H, W, 3], rescaled by 1/255 then CLIP-normalised
-  (two steps, as HF does, so rounding matches)."""
+def _normalise(rgb: Image.Image,
+               params: ProcessorParams = QWEN25_VL_PARAMS) -> np.ndarray:
+  """uint8 RGB -> float32[H, W, 3], rescaled by 1/255 then normalised by the
+  processor's mean/std (two steps, as HF does, so rounding matches)."""
   x = np.asarray(rgb, np.float32) * np.float32(1 / 255)
-  return (x - CLIP_MEAN) / CLIP_STD
+  return (x - np.asarray(params.mean, np.float32)) / np.asarray(params.std,
+                                                                np.float32)
 
 
 def preprocess_image(image, min_pixels: int = 56 * 56,
                      max_pixels: int = 14 * 14 * 4 * 1280, *,
+                     params: ProcessorParams = QWEN25_VL_PARAMS,
                      composite_transparency: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
   """One image to Qwen2.5-VL patches (HF ``Qwen2VLImageProcessor``'s output).
@@ -121,25 +171,30 @@ def preprocess_image(image, min_pixels: int = 56 * 56,
   Args:
     image: a PIL image or an HxWxC (or HxW) uint8 array.
     min_pixels, max_pixels: area bounds of the resized image.
+    params: the model's processor (``LLAVA_OV15_PARAMS`` for LLaVA-OV-1.5).
     composite_transparency: transformers 5.x's compositing onto white
       (``to_rgb``); off, as the reference.
 
   Returns:
-    pixel_values float32[grid_h * grid_w, 1176] and grid_thw int64[3]
+    pixel_values float32[grid_h * grid_w, params.patch_dim] (1176 for
+    Qwen2.5-VL, 588 for LLaVA-OV-1.5) and grid_thw int64[3]
     = (1, grid_h, grid_w), grid in 14-px patches.
   """
   rgb = to_rgb(image, composite_transparency)
-  h, w = smart_resize(rgb.height, rgb.width, FACTOR, min_pixels, max_pixels)
+  h, w = smart_resize(rgb.height, rgb.width, params.factor, min_pixels,
+                      max_pixels)
   if (rgb.height, rgb.width) != (h, w):
     rgb = rgb.resize((w, h), resample=Image.BICUBIC)
-  x = _normalise(rgb)
-  # A still image fills both temporal slots: broadcast, no second frame.
-  frames = np.broadcast_to(x[None], (TEMPORAL,) + x.shape)
-  return _patchify(frames), np.array([1, h // PATCH, w // PATCH], np.int64)
+  x = _normalise(rgb, params)
+  # A still image fills all temporal slots: broadcast, no second frame.
+  frames = np.broadcast_to(x[None], (params.temporal_patch_size,) + x.shape)
+  return _patchify(frames, params), np.array(
+      [1, h // params.patch_size, w // params.patch_size], np.int64)
 
 
 def preprocess_video(frames, min_pixels: int = 128 * 28 * 28,
                      max_pixels: int = 768 * 28 * 28, *,
+                     params: ProcessorParams = QWEN25_VL_PARAMS,
                      composite_transparency: bool = False
                      ) -> tuple[np.ndarray, np.ndarray]:
   """Video frames to Qwen2.5-VL patches.
@@ -161,13 +216,15 @@ def preprocess_video(frames, min_pixels: int = 128 * 28 * 28,
   frames = [to_rgb(f, composite_transparency) for f in frames]
   if not frames:
     raise ValueError("a video needs at least one frame")
-  h, w = smart_resize(frames[0].height, frames[0].width, FACTOR, min_pixels,
-                      max_pixels)
+  h, w = smart_resize(frames[0].height, frames[0].width, params.factor,
+                      min_pixels, max_pixels)
   xs = [_normalise(f if (f.height, f.width) == (h, w) else
-                   f.resize((w, h), resample=Image.BICUBIC)) for f in frames]
-  xs += xs[-1:] * (-len(xs) % TEMPORAL)
-  grid = np.array([len(xs) // TEMPORAL, h // PATCH, w // PATCH], np.int64)
-  return _patchify(np.stack(xs)), grid
+                   f.resize((w, h), resample=Image.BICUBIC), params)
+        for f in frames]
+  tp, ps = params.temporal_patch_size, params.patch_size
+  xs += xs[-1:] * (-len(xs) % tp)
+  grid = np.array([len(xs) // tp, h // ps, w // ps], np.int64)
+  return _patchify(np.stack(xs), params), grid
 
 
 def merged_tokens(grid_thw) -> int:

@@ -17,29 +17,39 @@ from vselect_jax.modeling.layers import Embed, Linear, RMSNorm, SwiGLU
 
 
 class Attention(nnx.Module):
-  """Grouped-query attention with qkv bias and M-RoPE."""
+  """Grouped-query attention with M-RoPE (Qwen2: qkv bias; Qwen3, with
+  ``cfg.qk_norm``: no biases, RMSNorm per head on q and k before RoPE)."""
 
   def __init__(self, cfg: TextConfig, *, dtype, rngs: nnx.Rngs):
     d, h = cfg.hidden_size, cfg.head_dim
     self.num_heads = cfg.num_attention_heads
     self.num_kv_heads = cfg.num_key_value_heads
     self.head_dim = h
-    self.q_proj = Linear(d, self.num_heads * h, use_bias=True,
+    bias = cfg.attention_bias
+    self.q_proj = Linear(d, self.num_heads * h, use_bias=bias,
                          axes=("embed", "q_heads"), dtype=dtype, rngs=rngs)
-    self.k_proj = Linear(d, self.num_kv_heads * h, use_bias=True,
+    self.k_proj = Linear(d, self.num_kv_heads * h, use_bias=bias,
                          axes=("embed", "kv_heads"), dtype=dtype, rngs=rngs)
-    self.v_proj = Linear(d, self.num_kv_heads * h, use_bias=True,
+    self.v_proj = Linear(d, self.num_kv_heads * h, use_bias=bias,
                          axes=("embed", "kv_heads"), dtype=dtype, rngs=rngs)
     self.o_proj = Linear(self.num_heads * h, d, use_bias=False,
                          axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
+    # Qwen3 (HF names q_norm / k_norm); None for Qwen2.
+    self.q_norm = (RMSNorm(h, eps=cfg.rms_norm_eps, dtype=dtype)
+                   if cfg.qk_norm else None)
+    self.k_norm = (RMSNorm(h, eps=cfg.rms_norm_eps, dtype=dtype)
+                   if cfg.qk_norm else None)
 
   def queries_keys(self, x: jax.Array, cos: jax.Array, sin: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
-    """Queries float[B, T, N, H] and keys float[B, T, K, H] after M-RoPE
-    (what attention-based pruning reads)."""
+    """Queries float[B, T, N, H] and keys float[B, T, K, H] after the
+    per-head norms (Qwen3) and M-RoPE (what attention-based pruning
+    reads)."""
     b, t, _ = x.shape
     q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
     k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
     return rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
@@ -112,7 +122,8 @@ class TextModel(nnx.Module):
 
     Args:
       x: float[B, T, D] input embeddings.
-      position_ids: int32[3, B, T] M-RoPE ids.
+      position_ids: int32[3, B, T] M-RoPE ids (with ``mrope_section``
+        None, 1-D RoPE reads row 0).
       segment_ids: int32[B, T]; tokens attend causally within a segment;
         0 marks padding.
       remat: rematerialise each layer in the backward pass (training).
@@ -146,8 +157,10 @@ class TextModel(nnx.Module):
       layers: [L, B, T, K, H] for a prefill, [L, B, C, K, H] with a cache).
     """
     cfg = self.config
+    # 1-D RoPE is M-RoPE with every frequency on the first (temporal) row.
+    section = cfg.mrope_section or (cfg.head_dim // 2, 0, 0)
     cos, sin = rope.mrope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta,
-                                  cfg.mrope_section, x.dtype)
+                                  section, x.dtype)
     ks, vs = [], []
     start, stop = layers or (0, len(self.layers))
     probed = None

@@ -1,0 +1,136 @@
+"""PyTorch oracle for LLaVA-OneVision-1.5, run in the oracle venv (.venv-ov).
+
+lmms-engine's implementation needs transformers 4.x (the main venv has 5.x),
+so the tests run this script in a subprocess (see ``tests/ov_tiny.py``):
+
+  .venv-ov/bin/python tests/ov_oracle.py SPEC.json OUT_DIR
+
+SPEC.json: ``{"config": <Llavaonevision1_5Config kwargs>, "seed": int,
+"cases": [names]}``; the case arrays are in ``OUT_DIR/inputs.npz`` as
+``<case>.input_ids`` int[B, T], optional ``<case>.attention_mask`` int[B, T],
+``<case>.pixel_values`` float[P, 588] and ``<case>.image_grid_thw`` int[I, 3].
+
+Writes a tiny random-init model with ``save_pretrained`` to ``OUT_DIR/hf``
+and, in ``OUT_DIR/outputs.npz`` per case:
+* ``<case>.logits`` float32[B, T, V]: the forward with each image encoded
+  on its own (the copy unpacks several images off by one, see
+  ``docs/dev-notes/ov.md``) and scattered into the embeddings, positions =
+  cache positions as in the reference;
+* with images, ``<case>.vision`` float32[M, E]: the tower run one image at a
+  time and concatenated, and ``<case>.vision_joint``: the tower run on all
+  images at once (the copy's own multi-image result, shifted by one row);
+* ``<case>.logits_native``: the unmodified forward with pixel values.
+
+A case with ``<case>.keep`` int[B, K] (indices into the sequence) is a
+compressed prompt, as the reference's budgeted forward builds it: only the
+kept tokens' embeddings go in, with their original cache positions as
+``position_ids`` (gaps); ``<case>.logits`` is then float32[B, K, V].
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import torch
+
+
+def _import_ov_modules():
+  """Loads lmms-engine's two model files without its package ``__init__``
+  (which imports a training-only registry and liger kernels)."""
+  spec = importlib.util.find_spec("lmms_engine")
+  if spec is None or not spec.submodule_search_locations:
+    raise SystemExit("lmms_engine is not installed in this interpreter "
+                     f"({sys.executable}); run `make venv-ov`")
+  folder = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                        "llava_onevision1_5")
+  pkg = types.ModuleType("ov_oracle_pkg")
+  pkg.__path__ = [folder]
+  sys.modules["ov_oracle_pkg"] = pkg
+  cfg = importlib.import_module("ov_oracle_pkg.configuration_llavaonevision1_5")
+  mod = importlib.import_module("ov_oracle_pkg.modeling_llavaonevision1_5")
+  return cfg, mod
+
+
+def _randomise(model: torch.nn.Module) -> None:
+  """Random norms, biases and class token: a swapped or dropped parameter
+  must show up in the outputs (HF's init leaves norms at 1, biases at 0)."""
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith("bias"):
+        p.copy_(torch.randn_like(p) * 0.1)
+      elif "norm" in name or "ln_q" in name:
+        p.copy_(torch.randn_like(p) * 0.1 + 1.0)
+      elif "class_embedding" in name:
+        p.copy_(torch.randn_like(p))
+
+
+def main(argv) -> int:
+  spec_file, out = argv
+  with open(spec_file) as f:
+    spec = json.load(f)
+  cfg_mod, mod = _import_ov_modules()
+  torch.manual_seed(int(spec.get("seed", 0)))
+  config = cfg_mod.Llavaonevision1_5Config(**spec["config"])
+  config._attn_implementation = "eager"
+  config.vision_config._attn_implementation = "eager"
+  config.text_config._attn_implementation = "eager"
+  model = mod.LLaVAOneVision1_5_ForConditionalGeneration(config)
+  _randomise(model)
+  model = model.float().eval()
+  if config.tie_word_embeddings:
+    model.tie_weights()
+  model.save_pretrained(os.path.join(out, "hf"))
+
+  inputs = np.load(os.path.join(out, "inputs.npz"))
+  visual = model.model.visual
+  image_token = config.image_token_id
+  results = {}
+  with torch.no_grad():
+    for case in spec["cases"]:
+      get = lambda k: (torch.from_numpy(inputs[f"{case}.{k}"])
+                       if f"{case}.{k}" in inputs else None)
+      ids = get("input_ids").long()
+      mask = get("attention_mask")
+      mask = None if mask is None else mask.long()
+      pix, grid = get("pixel_values"), get("image_grid_thw")
+      embeds = model.model.get_input_embeddings()(ids)
+      if pix is not None:
+        pix, grid = pix.float(), grid.long()
+        sizes = (grid.prod(-1)).tolist()
+        per_item = torch.cat([visual(p, grid_thw=g[None]) for p, g in
+                              zip(torch.split(pix, sizes), grid)])
+        results[f"{case}.vision"] = per_item.numpy()
+        results[f"{case}.vision_joint"] = visual(pix, grid_thw=grid).numpy()
+        where = (ids == image_token)[..., None].expand_as(embeds)
+        embeds = embeds.masked_scatter(where, per_item)
+        results[f"{case}.logits_native"] = model(
+            input_ids=ids, attention_mask=mask, pixel_values=pix,
+            image_grid_thw=grid, use_cache=False).logits.numpy()
+      else:
+        results[f"{case}.logits_native"] = model(
+            input_ids=ids, attention_mask=mask, use_cache=False).logits.numpy()
+      keep = get("keep")
+      if keep is not None:  # a compressed prompt: kept tokens, own positions
+        keep = keep.long()
+        embeds = torch.stack([e[k] for e, k in zip(embeds, keep)])
+        # With the mask given (as the reference's selector forward gathers
+        # it), transformers does not read position gaps as packed sequences.
+        results[f"{case}.logits"] = model(
+            inputs_embeds=embeds, position_ids=keep,
+            attention_mask=torch.ones_like(keep), use_cache=False
+        ).logits.numpy()
+        continue
+      results[f"{case}.logits"] = model(
+          inputs_embeds=embeds, attention_mask=mask,
+          use_cache=False).logits.numpy()
+  np.savez(os.path.join(out, "outputs.npz"), **results)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
