@@ -46,6 +46,21 @@ def _budgets(text: str) -> list:
   return out
 
 
+def _mesh(text: str) -> dict:
+  """'data=1,fsdp=2,tensor=4' -> {"data": 1, "fsdp": 2, "tensor": 4}."""
+  from vselect_jax.sharding import MESH_AXES
+  sizes = {}
+  for part in text.split(","):
+    name, _, value = part.partition("=")
+    name = name.strip()
+    if name not in MESH_AXES or not value.strip().lstrip("-").isdigit():
+      raise argparse.ArgumentTypeError(
+          f"mesh entry {part!r}: expected NAME=SIZE with NAME one of "
+          f"{', '.join(MESH_AXES)}")
+    sizes[name] = int(value)
+  return sizes
+
+
 def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   from vselect_jax.eval import tasks
   from vselect_jax import methods
@@ -85,6 +100,11 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--prefetch", type=int, default=2, metavar="N",
                  help="examples prepared ahead of the model (host memory "
                  "grows with N)")
+  p.add_argument("--mesh", type=_mesh, default=None,
+                 metavar="data=D,fsdp=F,tensor=T",
+                 help="shard the model over the devices (parameters by the "
+                 "training's logical-axis rules, batch rows over data); "
+                 "one size may be -1 (the rest), e.g. fsdp=-1")
   p.add_argument("--no-progress", action="store_true")
 
 
@@ -108,7 +128,11 @@ def _load(args):
   dtype = args.dtype
   if dtype == "auto":
     dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-  model = vselect_jax.from_pretrained(args.model, dtype=dtype)
+  mesh = None
+  if args.mesh is not None:
+    from vselect_jax.sharding import make_mesh
+    mesh = make_mesh(args.mesh)
+  model = vselect_jax.from_pretrained(args.model, dtype=dtype, mesh=mesh)
   # Conversion copies the tokenizer files next to the weights.
   tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
   return model, tokenizer

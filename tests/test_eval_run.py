@@ -160,3 +160,23 @@ def test_sweep_every_method_and_pictures(setup):
     assert rc == 0
     pngs = os.listdir(root / "vis" / "chartqa" / f"{m}_0.5" / "visualize")
     assert sorted(pngs) == [f"chartqa_q{i}_{m}_0.5_0.png" for i in (0, 1)]
+
+
+def test_run_on_a_mesh_gives_the_same_predictions(setup):
+  model_dir, data, root = setup
+  preds = {}
+  for name, extra in (("one", []), ("mesh", ["--mesh",
+                                             "data=2,fsdp=2,tensor=2"])):
+    out = str(root / f"mesh_{name}")
+    rc = eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
+                        "--data", data, "--budgets", "0.5", "--method",
+                        "fastv", "--out", out, "--max-new-tokens", "4",
+                        "--no-progress"] + SMALL + extra)
+    assert rc == 0
+    preds[name] = [p["prediction"] for p in _read(os.path.join(
+        out, "chartqa", "fastv_0.5", "predictions.jsonl"))]
+  assert preds["mesh"] == preds["one"] and len(preds["one"]) == 3
+  with pytest.raises(SystemExit):
+    eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
+                   "--data", data, "--out", str(root / "bad"),
+                   "--mesh", "dta=2"])

@@ -145,8 +145,8 @@ def test_missing_filesystem_and_unknown_scheme_are_named(monkeypatch):
 def test_training_writes_metrics_and_exports_into_a_bucket(
     bucket, tmp_path_factory, monkeypatch):
   import vselect_jax
-from vselect_jax.checkpoint import hf_export
-    from vselect_jax.checkpoint.safetensors_io import iter_tensors
+  from vselect_jax.checkpoint import hf_export
+  from vselect_jax.checkpoint.safetensors_io import iter_tensors
   from flax import nnx
   from tests import hf_tiny
   from tests.test_train_loop import _config

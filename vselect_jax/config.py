@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 
@@ -286,10 +285,11 @@ class LlavaOV15Config:
 
 
 def _read_config_json(cls, path: str):
-  file = os.path.join(path, "config.json")
-  if not os.path.exists(file):
+  from vselect_jax import paths
+  file = paths.join(path, "config.json")
+  if not paths.exists(file):
     raise FileNotFoundError(f"no config.json in {path!r}")
-  with open(file) as f:
+  with paths.open(file) as f:
     try:
       return cls.from_hf_dict(json.load(f))
     except KeyError as e:

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from vselect_jax import paths
 from vselect_jax import sharding as shard_lib
 from vselect_jax.checkpoint import converted
 from vselect_jax.checkpoint.hf_reader import plan_hf_params
@@ -46,7 +47,11 @@ def resolve_dtype(dtype) -> jnp.dtype:
 
 
 def resolve_path(path: str) -> str:
-  """A local dir as is; anything else is treated as an HF hub id."""
+  """A local dir or a gs:// one as is; anything else is an HF hub id."""
+  if paths.is_remote(path):
+    if not paths.isdir(path):
+      raise FileNotFoundError(f"{path} is not a directory")
+    return path
   if os.path.isdir(path):
     return path
   if os.path.exists(path):
@@ -128,6 +133,11 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
         p: jax.ShapeDtypeStruct(shape, jdtype, sharding=s)
         for p, (shape, s) in wanted.items()})
   else:
+    if paths.is_remote(path):  # the safetensors reader memmaps local files
+      raise ValueError(
+          f"{path}: an HF checkpoint on a bucket is read through "
+          "conversion.convert_hf first (--src may be gs://); load the "
+          "converted directory (local or gs://)")
     plan = plan_hf_params(path, {p: t[0] for p, t in target.items()},
                           optional_prefixes=(SCORER_PATH,),
                           tied_embeddings=cfg.text.tie_word_embeddings)
