@@ -54,3 +54,16 @@ def test_derived_steps_need_the_record_count():
   c = qwen25vl_3b.get_config()
   with pytest.raises(ValueError, match="set --config.total_steps"):
     global_batch.make_plan(c, 1, records=None)
+
+
+def test_rows_pool_like_each_reference():
+  """The scorer's mean key and top-k pool over one packed row: 16
+  full-size training images (<= 1024 visual tokens) for 7B, 8 for 3B, as
+  each reference pools over its per-device micro-batch (16 / 8 samples)."""
+  full = 50176 // (14 * 14)          # patches of a max_pixels image: 256
+  seven, three = qwen25vl_7b.get_config(), qwen25vl_3b.get_config()
+  assert seven.data.max_pixels == three.data.max_pixels == 50176
+  assert seven.data.patches_per_row // full == 16
+  assert three.data.patches_per_row // full == 8
+  # Tokens for them too: ~15.6 samples per 4096-token row on the mix.
+  assert seven.data.row_length == 2 * three.data.row_length == 4096
