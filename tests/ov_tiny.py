@@ -61,9 +61,11 @@ def oracle_python() -> str:
 
 
 def run_oracle(name: str, cases: dict[str, dict[str, np.ndarray]], out: str,
-               seed: int = 0) -> dict[str, np.ndarray]:
+               seed: int = 0, load: str | None = None
+               ) -> dict[str, np.ndarray]:
   """Builds config ``name`` in the oracle, saves it to ``out/hf`` and runs
-  every case; returns the oracle's outputs (see ``ov_oracle.py``)."""
+  every case; returns the oracle's outputs (see ``ov_oracle.py``). With
+  ``load`` (an earlier run's ``hf`` dir) it runs that model instead."""
   py = oracle_python()
   if not os.path.exists(py):
     raise RuntimeError(
@@ -75,7 +77,7 @@ def run_oracle(name: str, cases: dict[str, dict[str, np.ndarray]], out: str,
               for k, v in arrays.items()})
   spec = os.path.join(out, "spec.json")
   with open(spec, "w") as f:
-    json.dump({"config": CONFIGS[name], "seed": seed,
+    json.dump({"config": CONFIGS[name], "seed": seed, "load": load,
                "cases": sorted(cases)}, f)
   env = dict(os.environ, PYTHONPATH="", TRANSFORMERS_VERBOSITY="error",
              HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
