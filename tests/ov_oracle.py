@@ -40,7 +40,12 @@ Optional per case (B = 1):
   over heads), both averaged over the 2x2 merge unit (VisionZip on OV).
 
 SPEC.json may give ``"load": dir`` to load that saved model instead of
-building a random one (a second run on the same weights).
+building a random one (a second run on the same weights), and
+``"selector": dir``: that checkpoint is loaded into the lmms-engine class
+with the reference selector's scorer at ``model.visual.importance_scorer``
+(``TransformerScorer``: ``q_proj``, ``k_proj`` Linear with bias), with
+``output_loading_info``; ``OUT_DIR/selector_loading.json`` gets the missing
+and unexpected keys and ``OUT_DIR/selector_scorer.npz`` the loaded scorer.
 """
 from __future__ import annotations
 
@@ -134,11 +139,39 @@ def _greedy(model, embeds, positions, length: int, n: int) -> np.ndarray:
   return torch.stack(tokens, 1).numpy()
 
 
+def _check_selector(mod, path: str, out: str) -> None:
+  """Loads ``path`` into the generation class plus the reference's scorer
+  (the VisionSelector class: the scorer on ``model.visual``)."""
+
+  class Scorer(torch.nn.Module):
+    def __init__(self, d):
+      super().__init__()
+      self.q_proj = torch.nn.Linear(d, d // 2)
+      self.k_proj = torch.nn.Linear(d, d // 2)
+
+  class Selector(mod.LLaVAOneVision1_5_ForConditionalGeneration):
+    def __init__(self, config):
+      super().__init__(config)
+      self.model.visual.importance_scorer = Scorer(
+          config.text_config.hidden_size)
+
+  model, info = Selector.from_pretrained(path, output_loading_info=True,
+                                         torch_dtype=torch.float32)
+  with open(os.path.join(out, "selector_loading.json"), "w") as f:
+    json.dump({k: sorted(v) if not isinstance(v, list) else
+               sorted(map(str, v)) for k, v in info.items()}, f)
+  np.savez(os.path.join(out, "selector_scorer.npz"), **{
+      n: p.detach().float().numpy() for n, p in
+      model.model.visual.importance_scorer.named_parameters()})
+
+
 def main(argv) -> int:
   spec_file, out = argv
   with open(spec_file) as f:
     spec = json.load(f)
   cfg_mod, mod = _import_ov_modules()
+  if spec.get("selector"):
+    _check_selector(mod, spec["selector"], out)
   torch.manual_seed(int(spec.get("seed", 0)))
   if spec.get("load"):
     model = mod.LLaVAOneVision1_5_ForConditionalGeneration.from_pretrained(

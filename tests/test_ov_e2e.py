@@ -8,7 +8,9 @@ on the same weights: first the full prompts (logits, greedy generation,
 layer attention, the class token's attention), then each row's kept tokens
 at their original 1-D positions for the budget our methods chose.
 """
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 import vselect_jax
 from tests import ov_tiny
 from tests.ov_tiny import END, IMAGE, START, VIDEO
+from vselect_jax.checkpoint import scorer_export
 from vselect_jax.checkpoint.convert import convert
 from vselect_jax.config import (LlavaOV15Config, VLMConfig,
                                 config_from_hf_dict, read_model_config)
@@ -75,9 +78,37 @@ def ov(tmp_path_factory):
       second[f"{m}_{name}"].pop("attn_layer", None)
       if m != "selector":
         second[f"{m}_{name}"].pop("generate")
-  kept_ref = ov_tiny.run_oracle(NAME, second, str(out / "kept"), load=hf)
+  # A VisionSelector checkpoint (legacy scorer spelling), converted, its
+  # scorer exported and merged into the base; the reference's class loads
+  # the merged dir in the second oracle run.
+  scorer = _with_scorer(hf, str(out / "hf_vs"))
+  convert(str(out / "hf_vs"), str(out / "conv_vs"), "float32",
+          progress=False)
+  scorer_export.merge_into(str(out / "conv_vs"), hf, str(out / "merged"),
+                           "float32")
+  kept_ref = ov_tiny.run_oracle(NAME, second, str(out / "kept"), load=hf,
+                                selector=str(out / "merged"))
   return dict(out=out, hf=hf, model=model, batch=batch, lengths=lengths,
-              ref=ref, kept=kept, kept_ref=kept_ref)
+              ref=ref, kept=kept, kept_ref=kept_ref, scorer=scorer)
+
+
+def _with_scorer(src: str, dst: str) -> dict[str, np.ndarray]:
+  """Copies the HF dir ``src`` to ``dst`` with a random scorer under the
+  legacy ``visual.importance_scorer.*`` names; returns those tensors."""
+  os.makedirs(dst)
+  for f in os.listdir(src):
+    if f.endswith(".json"):
+      shutil.copy(os.path.join(src, f), dst)
+  tensors = load_file(os.path.join(src, "model.safetensors"))
+  d = tensors["model.embed_tokens.weight"].shape[1] if \
+      "model.embed_tokens.weight" in tensors else \
+      tensors["model.language_model.embed_tokens.weight"].shape[1]
+  rng = np.random.default_rng(1)
+  scorer = {f"visual.importance_scorer.{p}.{w}": rng.standard_normal(
+      (d // 2, d) if w == "weight" else (d // 2,)).astype(np.float32)
+            for p in ("q_proj", "k_proj") for w in ("weight", "bias")}
+  save_file({**tensors, **scorer}, os.path.join(dst, "model.safetensors"))
+  return scorer
 
 
 def _err(a, b):
@@ -190,3 +221,26 @@ def test_visionzip_reads_the_class_token_attention(ov):
     assert _err(ours, ref) <= 1e-3 * float(ref.std())
     keep = out.keep_index[r][out.keep_index[r] >= 0]
     assert visual[r][keep].sum() == max(1, int(visual[r].sum() * BUDGET))
+
+
+def test_scorer_export_loads_in_the_reference_class(ov, tmp_path):
+  """The exported scorer is spelled ``model.visual.importance_scorer.*``
+  for OV; merged into the base, the reference's class (lmms-engine's with
+  the selector's scorer at ``model.visual.importance_scorer``) loads it
+  with no missing or unexpected keys and the same values."""
+  file = str(tmp_path / "scorer.safetensors")
+  scorer_export.export(str(ov["out"] / "conv_vs"), file, "float32")
+  names = sorted(load_file(file))
+  assert names == sorted("model." + k for k in ov["scorer"])
+  with open(ov["out"] / "kept" / "selector_loading.json") as f:
+    info = json.load(f)
+  assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+  with np.load(ov["out"] / "kept" / "selector_scorer.npz") as loaded:
+    assert sorted(loaded) == sorted(k[len("visual.importance_scorer."):]
+                                    for k in ov["scorer"])
+    for k, v in ov["scorer"].items():
+      np.testing.assert_array_equal(
+          loaded[k[len("visual.importance_scorer."):]], v)
+  with open(ov["out"] / "merged" / "model.safetensors.index.json") as f:
+    weight_map = json.load(f)["weight_map"]
+  assert sorted(k for k in weight_map if "importance_scorer" in k) == names
