@@ -244,3 +244,81 @@ def test_scorer_export_loads_in_the_reference_class(ov, tmp_path):
   with open(ov["out"] / "merged" / "model.safetensors.index.json") as f:
     weight_map = json.load(f)["weight_map"]
   assert sorted(k for k in weight_map if "importance_scorer" in k) == names
+
+
+def _ov_packed_batch(seed: int, rows: int = 8, length: int = 64,
+                     patches: int = 128) -> dict:
+  """Packed OV training rows of two samples each (image + question +
+  supervised answer), 1-D positions counted per sample."""
+  rng = np.random.default_rng(seed)
+  grids = ([1, 4, 6], [1, 6, 10], [1, 4, 4])
+  out = dict(input_ids=np.zeros((rows, length), np.int32),
+             labels=np.full((rows, length), -100, np.int32),
+             segment_ids=np.zeros((rows, length), np.int32),
+             position_ids=np.ones((3, rows, length), np.int32),
+             pixel_values=np.zeros((rows, patches, 588), np.float32),
+             image_grid_thw=np.zeros((rows, 2, 3), np.int32),
+             num_images=np.full(rows, 2, np.int32))
+  for r in range(rows):
+    t = p = 0
+    for s in range(2):
+      g = grids[rng.integers(len(grids))]
+      answer = list(rng.integers(3, 900, 4))
+      sample = [1, 2] + ov_tiny.block(g) + [5, 6] + answer
+      n = len(sample)
+      out["input_ids"][r, t:t + n] = sample
+      out["labels"][r, t + n - 4:t + n] = answer
+      out["segment_ids"][r, t:t + n] = s + 1
+      out["position_ids"][:, r, t:t + n] = np.arange(n)
+      out["pixel_values"][r, p:p + int(np.prod(g))] = ov_tiny.pixels(rng, g)
+      out["image_grid_thw"][r, s] = g
+      t, p = t + n, p + int(np.prod(g))
+  return out
+
+
+class _OVData:
+  def __init__(self):
+    self.index = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.index += 1
+    return _ov_packed_batch(self.index)
+
+  def get_state(self):
+    return {"index": self.index}
+
+  def set_state(self, state):
+    self.index = int(state["index"])
+
+
+def test_train_per_sample_pooling_then_export_and_reload(ov, tmp_path):
+  """The tiny OV recipe (configs/llava_ov15_tiny.py, per-sample pooling)
+  trains the scorer of the converted checkpoint a few steps; the exported
+  scorer is spelled for OV, merges into the base, and the merged dir runs
+  at a budget with exactly the trained scorer."""
+  from configs import llava_ov15_tiny
+  from vselect_jax.loading import load_model
+  from vselect_jax.training import loop
+  config = llava_ov15_tiny.get_config()
+  config.model_path = str(ov["out"] / "conv_vs")
+  out = loop.train(config, str(tmp_path / "run"), lambda c, i, n: _OVData(),
+                   model=load_model(config.model_path), progress=False)
+  assert out["step"] == config.total_steps
+  assert np.isfinite(out["metrics"]["loss"])
+  file = str(tmp_path / "run" / "scorer.safetensors")
+  trained = load_file(file)
+  assert sorted(trained) == sorted("model." + k for k in ov["scorer"])
+  assert any(np.abs(trained["model." + k] - v).max() > 1e-3
+             for k, v in ov["scorer"].items())
+  scorer_export.merge_into(file, ov["hf"], str(tmp_path / "merged"),
+                           "float32")
+  merged = vselect_jax.from_pretrained(str(tmp_path / "merged"))
+  w = np.asarray(merged.module.visual.importance_scorer.q_proj.kernel
+                 .get_value())
+  np.testing.assert_array_equal(
+      w.T, trained["model.visual.importance_scorer.q_proj.weight"])
+  res = merged.forward(**ov["batch"], budget=BUDGET)
+  assert res.keep_index.shape[0] == 2
