@@ -89,7 +89,9 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
                  help="only the first N (usable) records")
   p.add_argument("--seed", type=int, default=0, help="for --method random")
   p.add_argument("--min-pixels", type=int, default=200704)
-  p.add_argument("--max-pixels", type=int, default=1605632)
+  p.add_argument("--max-pixels", type=int, default=None,
+                 help="default: the reference's for the model family "
+                 "(Qwen2.5-VL 1605632, LLaVA-OV-1.5 3240000)")
   p.add_argument("--jpeg-quality", type=int, default=75,
                  help="JPEG round trip as the reference; 0 disables")
   p.add_argument("--max-new-tokens", type=int, default=None,
@@ -108,14 +110,27 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--no-progress", action="store_true")
 
 
+def _family(model: str):
+  """The model family from ``model``'s config.json (None when it cannot be
+  read yet, e.g. a hub id: then the loaded model's)."""
+  from vselect_jax.config import read_model_config
+  try:
+    return read_model_config(model).family
+  except (OSError, ValueError):
+    return None
+
+
 def _settings(args):
   """EvalSettings from the flags; ValueError names a bad one."""
   from vselect_jax.eval import runner
   if args.jpeg_quality < 0:
     raise ValueError(f"--jpeg-quality must be in [0, 100] (0 disables), got "
                      f"{args.jpeg_quality}")
+  family = _family(args.model)
   return runner.EvalSettings(
-      min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+      min_pixels=args.min_pixels, family=family,
+      max_pixels=args.max_pixels or runner.MAX_PIXELS[family or
+                                                     "qwen2_5_vl"],
       jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
       seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
       skip_bad=args.skip_bad, prefetch=args.prefetch)

@@ -322,3 +322,58 @@ def test_train_per_sample_pooling_then_export_and_reload(ov, tmp_path):
       w.T, trained["model.visual.importance_scorer.q_proj.weight"])
   res = merged.forward(**ov["batch"], budget=BUDGET)
   assert res.keep_index.shape[0] == 2
+
+
+def test_eval_run_on_ov(ov, tmp_path):
+  """``eval.py run`` on the OV checkpoint: its processor (588-value rows),
+  the family's default max_pixels 3240000, and predictions equal to
+  ``generate`` on the prepared prompt."""
+  import eval as eval_cli
+  from PIL import Image
+  from vselect_jax.data import testing
+  from vselect_jax.eval import runner, tasks
+  model_dir = tmp_path / "model"
+  shutil.copytree(ov["out"] / "conv_vs", model_dir)
+  tok = testing.testing_tokenizer(str(model_dir))
+  with open(model_dir / "config.json") as f:
+    config = json.load(f)
+  for key, token in (("image_token_id", "<|image_pad|>"),
+                     ("video_token_id", "<|video_pad|>"),
+                     ("vision_start_token_id", "<|vision_start|>"),
+                     ("vision_end_token_id", "<|vision_end|>")):
+    config[key] = tok.convert_tokens_to_ids(token)
+  with open(model_dir / "config.json", "w") as f:
+    json.dump(config, f)
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(
+      tmp_path / "0.png")
+  data = tmp_path / "chartqa.jsonl"
+  data.write_text(json.dumps({"id": "q0", "image": "0.png", "question":
+                              "How many bars?", "answers": ["3"]}) + "\n")
+  out = tmp_path / "out"
+  assert eval_cli.main(["run", "--model", str(model_dir), "--task",
+                        "chartqa", "--data", str(data), "--budgets", "0.5",
+                        "--out", str(out), "--max-new-tokens", "3",
+                        "--min-pixels", "3136", "--no-progress"]) == 0
+  cell = out / "chartqa" / "selector_0.5"
+  with open(cell / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["settings"]["max_pixels"] == 3240000
+  assert summary["settings"]["family"] == "llava_ov15"
+  with open(cell / "predictions.jsonl") as f:
+    pred = json.loads(f.readline())
+  model = vselect_jax.from_pretrained(str(model_dir))
+  settings = runner.for_model(runner.EvalSettings(
+      min_pixels=3136, max_pixels=3240000, max_new_tokens=3), model)
+  ex = runner.prepare_examples(tok, tasks.get_task("chartqa"), str(data),
+                               settings)[0]
+  assert ex.pixel_values.shape[1] == 588
+  n = int(np.prod(ex.image_grid_thw[0])) // 4
+  assert pred["visual_tokens_before"] == n
+  assert pred["visual_tokens_after"] == max(1, int(n * 0.5))
+  toks = model.generate(ex.input_ids, pixel_values=ex.pixel_values,
+                        image_grid_thw=ex.image_grid_thw, budget=0.5,
+                        max_new_tokens=3,
+                        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+  text = tok.decode(toks[0], skip_special_tokens=True)
+  assert pred["prediction"].strip() == text.strip()

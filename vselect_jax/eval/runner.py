@@ -54,6 +54,11 @@ from vselect_jax.eval import tasks as tasks_lib
 
 log = logging.getLogger(__name__)
 
+# The reference's max_pixels per model family (LLaVA-OV-1.5:
+# run_ov_selector.sh); min_pixels is 200704 for both.
+MAX_PIXELS = {"qwen2_5_vl": 1605632, "llava_ov15": 3240000}
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
   """How samples are prepared and run.
@@ -67,6 +72,9 @@ class EvalSettings:
     seed: for ``method="random"``.
     limit: evaluate only the first ``limit`` (usable) records.
     max_new_tokens: override the task's generation limit.
+    family: "qwen2_5_vl" or "llava_ov15" (its processor: 14-px patches of
+      one frame, CLIP mean/std; the reference evaluates it with
+      max_pixels 3240000, ``MAX_PIXELS``); None takes the model's.
     skip_bad: skip bad records (counted by kind in the summary) instead of
       stopping at the first.
     prefetch: examples prepared ahead of the one generating (host memory
@@ -78,6 +86,9 @@ class EvalSettings:
   """
   min_pixels: int = 200704
   max_pixels: int = 1605632
+  # The model family the prompts and pixels are prepared for (its image
+  # processor); None: the model's (``run_one``).
+  family: str | None = None
   jpeg_quality: int | None = 75
   per_image: bool = False
   seed: int = 0
@@ -151,10 +162,13 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
   """Chat-templated token ids and pixels of one record."""
   from vselect_jax.data import chat, preprocess_image
   from vselect_jax.data.image_processor import merged_tokens
+  from vselect_jax.data.sample import processor_params
+  params = processor_params(settings.family or "qwen2_5_vl")
   pix, grids, images = [], [], []
   for path in record.images:
     im = load_image(path, settings)
-    p, g = preprocess_image(im, settings.min_pixels, settings.max_pixels)
+    p, g = preprocess_image(im, settings.min_pixels, settings.max_pixels,
+                            params=params)
     pix.append(p)
     grids.append(np.asarray(g).reshape(3))
     images.append(im)
@@ -289,6 +303,17 @@ class ExampleStream:
       thread.join()
 
 
+def for_model(settings: EvalSettings, model) -> EvalSettings:
+  """``settings`` with the model's family (refused if another is set)."""
+  family = model.config.family
+  if settings.family is None:
+    return dataclasses.replace(settings, family=family)
+  if settings.family != family:
+    raise ValueError(f"the eval settings are for {settings.family!r} but the "
+                     f"model is {family!r}")
+  return settings
+
+
 def run_one(model, tokenizer, task: str, data_path: str, budget,
             method: str, out_dir: str, settings: EvalSettings = EvalSettings(),
             *, visualize: int = 0, progress: bool = True,
@@ -313,7 +338,9 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
   Raises:
     records.EvalDataError: a bad data file or record (naming it), before any
       output when the data file itself is bad.
+    ValueError: ``settings.family`` is not the model's.
   """
+  settings = for_model(settings, model)
   spec = tasks_lib.get_task(task)
   if data is None:
     data = records_lib.read_data(data_path, spec.required_fields,
