@@ -246,7 +246,7 @@ def test_scorer_export_loads_in_the_reference_class(ov, tmp_path):
   assert sorted(k for k in weight_map if "importance_scorer" in k) == names
 
 
-def _ov_packed_batch(seed: int, rows: int = 8, length: int = 64,
+def _ov_packed_batch(seed: int, rows: int = 2, length: int = 64,
                      patches: int = 128) -> dict:
   """Packed OV training rows of two samples each (image + question +
   supervised answer), 1-D positions counted per sample."""
