@@ -233,7 +233,12 @@ class EvalData:
 
   def skip_counts(self) -> dict[str, int]:
     """{kind: count} over ``BAD_KINDS`` (zeros included)."""
-    return {k: sum(s.kind == k for s in self.skipped) for k in BAD_KINDS}
+    return count_skipped(self.skipped)
+
+
+def count_skipped(skipped: Sequence[Skipped]) -> dict[str, int]:
+  """{kind: count} over ``BAD_KINDS`` (zeros included)."""
+  return {k: sum(s.kind == k for s in skipped) for k in BAD_KINDS}
 
 
 def read_data(path: str, required: Sequence[str] = (), *,
@@ -287,8 +292,8 @@ def read_data(path: str, required: Sequence[str] = (), *,
     seen[record.id] = lineno
     records.append(record)
   if not records:
-    counts = ", ".join(f"{k}={n}" for k, n in
-                       EvalData(path, [], skipped).skip_counts().items() if n)
+    counts = ", ".join(f"{k}={n}" for k, n in count_skipped(skipped).items()
+                       if n)
     raise EvalDataError(f"{path}: no records" + (
         f" left after skipping {len(skipped)} bad ones ({counts})"
         if skipped else ""))

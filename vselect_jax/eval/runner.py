@@ -27,7 +27,7 @@ means (no compile there).
 
 Examples are prepared while the model generates: a thread prepares at most
 ``EvalSettings.prefetch`` examples ahead (``ExampleStream``), so host memory
-is bounded by that depth (each example holds its pixels, ~38 MB at the
+is bounded by that depth (each example holds its pixels, ~37 MB at the
 default pixel limits), not by the dataset. The data file is validated before
 (``records.read_data``); with ``skip_bad`` bad records are skipped and
 counted by kind in ``summary.json`` (``skipped``, ``skipped_records``),
@@ -264,11 +264,14 @@ class ExampleStream:
       return False
 
     def work():
-      for record in self.records:
-        item = self._prepare(record)
-        if not put(item) or isinstance(item, BaseException):
-          return
-      put(self._DONE)
+      try:
+        for record in self.records:
+          item = self._prepare(record)
+          if not put(item) or isinstance(item, BaseException):
+            return
+        put(self._DONE)
+      except BaseException as e:  # the caller must never wait forever
+        put(e)
 
     thread = threading.Thread(target=work, name="eval-prefetch", daemon=True)
     thread.start()
@@ -379,7 +382,7 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
       "method": method, "budget": budget,
       "settings": dataclasses.asdict(settings),
       "warmup_excluded": len(warm),
-      "skipped": records_lib.EvalData(data_path, [], skipped).skip_counts(),
+      "skipped": records_lib.count_skipped(skipped),
       "skipped_records": [s.as_dict() for s in skipped],
   })
   with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
