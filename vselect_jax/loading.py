@@ -80,8 +80,8 @@ def expected_shapes(abs_state: nnx.State) -> dict[tuple, tuple[int, ...]]:
 
 
 def one_device_mesh() -> Mesh:
-  """The default device alone, as a mesh (everything replicated on it)."""
-  return shard_lib.make_mesh({}, devices=jax.devices()[:1])
+  """This process's first device alone, as a mesh (everything on it)."""
+  return shard_lib.make_mesh({}, devices=jax.local_devices()[:1])
 
 
 def _fresh_scorer(cfg: VLMConfig, dtype, seed: int) -> dict[tuple, np.ndarray]:

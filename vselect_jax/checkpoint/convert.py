@@ -1,19 +1,11 @@
-"""Convert an HF Qwen2.5-VL (or VisionSelector) checkpoint to vselect-jax.
+"""HF Qwen2.5-VL (or VisionSelector) checkpoint -> converted vselect-jax
+directory (behind ``conversion.convert_hf``).
 
-    python -m conversion.convert_hf --src <HF dir or hub id> --dst <dir> \
-        [--dtype bfloat16|float32]
-
-Reads single-file or sharded safetensors in either key layout (hub files
-``visual.* / model.* / lm_head.*`` or transformers >= 4.52 in-memory names
-``model.visual.* / model.language_model.*``), streaming tensor by tensor.
-Every expected parameter must be present with the right shape; otherwise
-nothing is written and the error lists what is wrong. Scorer tensors
-(``visual.importance_scorer.*``, the released VisionSelector checkpoints) are
-kept. The output is staged next to ``--dst`` and renamed into place at the
-end, so ``--dst`` is never half-written. ``--src`` and ``--dst`` may be
-``gs://`` URLs: a remote source is downloaded to a temporary directory first;
-a remote destination is staged locally and uploaded, the format marker last
-(a partial upload is not a converted checkpoint).
+``convert`` checks every expected tensor (``hf_reader.plan_hf_params``),
+streams them tensor by tensor, writes the Orbax parameters, ``config.json``,
+the tokenizer / processor files and the format marker, staged beside the
+destination (or locally, for a ``gs://`` one, uploaded marker last), so a
+destination is never half-written.
 """
 from __future__ import annotations
 

@@ -1,29 +1,15 @@
-"""Export the trained VisionSelector scorer to PyTorch layout.
+"""The trained scorer in PyTorch layout (behind ``conversion.export_scorer``).
 
-    python -m conversion.export_scorer --src <converted dir or checkpoint> \
-        --dst scorer.safetensors [--dtype bfloat16|float32] [--overwrite]
-    python -m conversion.export_scorer --src <...> \
-        --merge-into <HF base dir> --dst <new HF dir> [--link] [--overwrite]
-
-The first form writes the four tensors of the released VisionSelector
-checkpoints, ``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}``, with
-weights as torch ``[out, in]``. The second copies an HF Qwen2.5-VL checkpoint
-and adds those tensors as an extra shard registered in
-``model.safetensors.index.json``, which the original PyTorch VisionSelector
-code and plain ``transformers`` load without re-initialising them. The base's
-files are copied, so editing the new checkpoint never changes the base;
-``--link`` hard-links the weight shards (``*.safetensors``, never rewritten in
-place) instead of copying them, and still copies configs, index and tokenizer
-files. The scorer's shapes are checked against the base's ``config.json``
-before anything is written.
-
-An existing ``--dst`` is refused unless ``--overwrite``; the new file or
-directory is written beside it and moved into place, so a failed export never
-leaves a half-written ``--dst``.
-
-``--src`` is any Orbax checkpoint (a converted dir's ``params/`` or a training
-checkpoint) whose tree holds an ``importance_scorer`` subtree, a converted
-directory, or a ``scorer.safetensors`` (what ``train.py`` writes).
+``scorer_tensors`` / ``write_tensors`` turn a scorer subtree into the four
+tensors of the released VisionSelector checkpoints,
+``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}`` (weights as torch
+``[out, in]``); ``export`` reads them from any source (an Orbax checkpoint
+holding an ``importance_scorer`` subtree, a converted directory, or a
+``scorer.safetensors``); ``merge_into`` copies an HF base checkpoint (or
+hard-links its weight shards) and registers the scorer as an extra shard,
+after checking its shapes against the base's ``config.json``. Nothing
+existing is overwritten without ``overwrite``, and outputs are written
+beside their destination and moved into place.
 """
 from __future__ import annotations
 

@@ -67,11 +67,22 @@ def rows_k(batch: dict, budget: float) -> np.ndarray:
 
 
 def state_shardings(state: step_lib.TrainState, mesh) -> step_lib.TrainState:
+  """Parameters by their logical axes; optimizer moments as the parameters
+  they belong to (``tx.init`` made them like the parameters, already on
+  this mesh when the model was loaded onto it: moving them would be a
+  cross-host transfer), everything else replicated."""
   replicated = NamedSharding(mesh, P())
+
+  def moment(x):
+    s = getattr(x, "sharding", None)
+    if isinstance(s, NamedSharding) and s.mesh == mesh and x.ndim:
+      return s
+    return replicated
+
   return step_lib.TrainState(
       shard_lib.state_shardings(state.trainable, mesh),
       shard_lib.state_shardings(state.frozen, mesh),
-      jax.tree.map(lambda _: replicated, state.opt_state),
+      jax.tree.map(moment, state.opt_state),
       replicated, replicated)
 
 
