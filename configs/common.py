@@ -9,6 +9,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "bfloat16"    # scorer cast for the forward; master fp32
   c.seed = 42
   c.budget = 0.2                  # fraction of visual tokens kept
+  # What the scorer's top-k (and its mean key) pools in training: "row"
+  # (every visual token of a packed row, as a device micro-batch of the
+  # Qwen reference) or "sample" (each sample of a row on its own, as the
+  # LLaVA-OV-1.5 reference with one sample per device).
+  c.selection_pool = "row"
   # The global batch: packed rows per optimizer step, all hosts together
   # (rows, not samples: a row holds as many samples as fit, so rows are the
   # exact count; data.mean_samples_per_row converts). Each host feeds
@@ -68,4 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_skip_fraction = 0.01
   c.data.num_workers = 8
   c.data.tokenizer_path = ""      # default: model_path
+  # The model family the samples are built for (processor, positions, tag
+  # format): "qwen2_5_vl" or "llava_ov15"; must match the model's.
+  c.data.family = "qwen2_5_vl"
   return c

@@ -7,7 +7,9 @@
 
 The first form writes the four tensors of the released VisionSelector
 checkpoints, ``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}``, with
-weights as torch ``[out, in]``. The second copies an HF Qwen2.5-VL checkpoint
+weights as torch ``[out, in]`` (LLaVA-OneVision-1.5: ``--family llava_ov15``
+or a converted OV source writes ``model.visual.importance_scorer.*``, and
+``--merge-into`` an OV base does too). The second copies an HF Qwen2.5-VL checkpoint
 and adds those tensors as an extra shard registered in
 ``model.safetensors.index.json``, which the original PyTorch VisionSelector
 code and plain ``transformers`` load without re-initialising them. The base's
@@ -42,6 +44,11 @@ def main(argv=None) -> int:
   parser.add_argument("--merge-into", default=None,
                       help="HF base checkpoint dir to add the scorer to")
   parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+  parser.add_argument("--family", default=None,
+                      choices=("qwen2_5_vl", "llava_ov15"),
+                      help="key spelling of the scorer file (default: the "
+                      "source's config.json, else qwen2_5_vl; --merge-into "
+                      "always follows the base)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace an existing --dst")
   parser.add_argument("--link", action="store_true",
@@ -55,7 +62,8 @@ def main(argv=None) -> int:
       merge_into(args.src, args.merge_into, args.dst, args.dtype,
                  link=args.link, overwrite=args.overwrite)
     else:
-      export(args.src, args.dst, args.dtype, overwrite=args.overwrite)
+      export(args.src, args.dst, args.dtype, overwrite=args.overwrite,
+             family=args.family)
   except (KeyError, OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

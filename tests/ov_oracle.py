@@ -25,12 +25,34 @@ A case with ``<case>.keep`` int[B, K] (indices into the sequence) is a
 compressed prompt, as the reference's budgeted forward builds it: only the
 kept tokens' embeddings go in, with their original cache positions as
 ``position_ids`` (gaps); ``<case>.logits`` is then float32[B, K, V].
+
+Optional per case (B = 1):
+* ``<case>.generate`` int[1] = n: ``<case>.generated`` int[1, n], a greedy
+  loop with the KV cache over the (kept) embeddings, decoding at position
+  L_orig + step as the reference's selector forward; without ``keep`` also
+  ``<case>.generated_native``: the model's own ``generate`` from the ids.
+* ``<case>.attn_layer`` int[1] = l: ``<case>.attn_received`` float32[B, T],
+  layer l's attention (eager) received per key, mean over heads, summed
+  over queries (FastV's signal).
+* with pixels, ``<case>.cls_attn`` float32[M] and ``<case>.cls_keys``
+  float32[M, H]: per image, the last vision block's attention from the
+  class token to each patch (mean over heads) and its post-RoPE keys (mean
+  over heads), both averaged over the 2x2 merge unit (VisionZip on OV).
+
+SPEC.json may give ``"load": dir`` to load that saved model instead of
+building a random one (a second run on the same weights), and
+``"selector": dir``: that checkpoint is loaded into the lmms-engine class
+with the reference selector's scorer at ``model.visual.importance_scorer``
+(``TransformerScorer``: ``q_proj``, ``k_proj`` Linear with bias), with
+``output_loading_info``; ``OUT_DIR/selector_loading.json`` gets the missing
+and unexpected keys and ``OUT_DIR/selector_scorer.npz`` the loaded scorer.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import json
+import math
 import os
 import sys
 import types
@@ -69,22 +91,106 @@ def _randomise(model: torch.nn.Module) -> None:
         p.copy_(torch.randn_like(p))
 
 
+class _LastBlockProbe:
+  """Records, for one image run alone (its class token is row 0), the last
+  block's class-token attention to the patches and the patches' keys, both
+  post-RoPE, mean over heads, averaged over the 2x2 merge unit."""
+
+  def __init__(self, visual, mod):
+    self.attn_module, self.mod = visual.blocks[-1].attn, mod
+
+  def __enter__(self):
+    self.handle = self.attn_module.register_forward_pre_hook(
+        self._hook, with_kwargs=True)
+    return self
+
+  def __exit__(self, *exc):
+    self.handle.remove()
+
+  def _hook(self, module, args, kwargs):
+    x = kwargs.get("hidden_states", args[0] if args else None)
+    cos, sin = kwargs["position_embeddings"]
+    n = x.shape[0]
+    q, k, _ = module.qkv(x).reshape(n, 3, module.num_heads, -1).permute(
+        1, 0, 2, 3).unbind(0)
+    q, k = self.mod.apply_rotary_pos_emb_vision(q, k, cos, sin)
+    w = torch.softmax((q.transpose(0, 1) @ k.transpose(0, 1).transpose(1, 2))
+                      / math.sqrt(q.shape[-1]), dim=-1)   # [N, L, L]
+    self.cls_attn = w.mean(0)[0, 1:].reshape(-1, 4).mean(1)
+    self.keys = k[1:].mean(1).reshape(-1, 4, k.shape[-1]).mean(1)
+
+
+def _greedy(model, embeds, positions, length: int, n: int) -> np.ndarray:
+  """Greedy tokens int[1, n]: prefill the given embeddings at their
+  positions, then one token per step at position length + step."""
+  out = model(inputs_embeds=embeds, position_ids=positions,
+              attention_mask=torch.ones(positions.shape, dtype=torch.long),
+              use_cache=True)
+  past, tokens = out.past_key_values, [out.logits[:, -1].argmax(-1)]
+  seen = positions.shape[1]
+  for step in range(n - 1):
+    seen += 1
+    out = model(input_ids=tokens[-1][:, None],
+                position_ids=torch.tensor([[length + step]]),
+                attention_mask=torch.ones((1, seen), dtype=torch.long),
+                past_key_values=past, use_cache=True)
+    past = out.past_key_values
+    tokens.append(out.logits[:, -1].argmax(-1))
+  return torch.stack(tokens, 1).numpy()
+
+
+def _check_selector(mod, path: str, out: str) -> None:
+  """Loads ``path`` into the generation class plus the reference's scorer
+  (the VisionSelector class: the scorer on ``model.visual``)."""
+
+  class Scorer(torch.nn.Module):
+    def __init__(self, d):
+      super().__init__()
+      self.q_proj = torch.nn.Linear(d, d // 2)
+      self.k_proj = torch.nn.Linear(d, d // 2)
+
+  class Selector(mod.LLaVAOneVision1_5_ForConditionalGeneration):
+    def __init__(self, config):
+      super().__init__(config)
+      self.model.visual.importance_scorer = Scorer(
+          config.text_config.hidden_size)
+
+  model, info = Selector.from_pretrained(path, output_loading_info=True,
+                                         torch_dtype=torch.float32)
+  with open(os.path.join(out, "selector_loading.json"), "w") as f:
+    json.dump({k: sorted(v) if not isinstance(v, list) else
+               sorted(map(str, v)) for k, v in info.items()}, f)
+  np.savez(os.path.join(out, "selector_scorer.npz"), **{
+      n: p.detach().float().numpy() for n, p in
+      model.model.visual.importance_scorer.named_parameters()})
+
+
 def main(argv) -> int:
   spec_file, out = argv
   with open(spec_file) as f:
     spec = json.load(f)
   cfg_mod, mod = _import_ov_modules()
+  if spec.get("selector"):
+    _check_selector(mod, spec["selector"], out)
   torch.manual_seed(int(spec.get("seed", 0)))
-  config = cfg_mod.Llavaonevision1_5Config(**spec["config"])
-  config._attn_implementation = "eager"
-  config.vision_config._attn_implementation = "eager"
-  config.text_config._attn_implementation = "eager"
-  model = mod.LLaVAOneVision1_5_ForConditionalGeneration(config)
-  _randomise(model)
-  model = model.float().eval()
-  if config.tie_word_embeddings:
-    model.tie_weights()
-  model.save_pretrained(os.path.join(out, "hf"))
+  if spec.get("load"):
+    model = mod.LLaVAOneVision1_5_ForConditionalGeneration.from_pretrained(
+        spec["load"], attn_implementation="eager", torch_dtype=torch.float32)
+    config = model.config
+    for c in (config, config.vision_config, config.text_config):
+      c._attn_implementation = "eager"
+    model = model.float().eval()
+  else:
+    config = cfg_mod.Llavaonevision1_5Config(**spec["config"])
+    config._attn_implementation = "eager"
+    config.vision_config._attn_implementation = "eager"
+    config.text_config._attn_implementation = "eager"
+    model = mod.LLaVAOneVision1_5_ForConditionalGeneration(config)
+    _randomise(model)
+    model = model.float().eval()
+    if config.tie_word_embeddings:
+      model.tie_weights()
+    model.save_pretrained(os.path.join(out, "hf"))
 
   inputs = np.load(os.path.join(out, "inputs.npz"))
   visual = model.model.visual
@@ -102,8 +208,15 @@ def main(argv) -> int:
       if pix is not None:
         pix, grid = pix.float(), grid.long()
         sizes = (grid.prod(-1)).tolist()
-        per_item = torch.cat([visual(p, grid_thw=g[None]) for p, g in
-                              zip(torch.split(pix, sizes), grid)])
+        per_item, attn, keys = [], [], []
+        for p, g in zip(torch.split(pix, sizes), grid):
+          with _LastBlockProbe(visual, mod) as probe:
+            per_item.append(visual(p, grid_thw=g[None]))
+          attn.append(probe.cls_attn)
+          keys.append(probe.keys)
+        per_item = torch.cat(per_item)
+        results[f"{case}.cls_attn"] = torch.cat(attn).numpy()
+        results[f"{case}.cls_keys"] = torch.cat(keys).numpy()
         results[f"{case}.vision"] = per_item.numpy()
         results[f"{case}.vision_joint"] = visual(pix, grid_thw=grid).numpy()
         where = (ids == image_token)[..., None].expand_as(embeds)
@@ -114,7 +227,27 @@ def main(argv) -> int:
       else:
         results[f"{case}.logits_native"] = model(
             input_ids=ids, attention_mask=mask, use_cache=False).logits.numpy()
+      layer = get("attn_layer")
+      if layer is not None:
+        att = model(inputs_embeds=embeds, attention_mask=mask,
+                    output_attentions=True, use_cache=False
+                    ).attentions[int(layer[0])]
+        results[f"{case}.attn_received"] = att.float().mean(1).sum(1).numpy()
+      n_new = get("generate")
       keep = get("keep")
+      if n_new is not None:
+        length = ids.shape[1]
+        pos = keep.long() if keep is not None else torch.arange(length)[None]
+        kept = (embeds if keep is None else
+                torch.stack([e[k] for e, k in zip(embeds, keep.long())]))
+        results[f"{case}.generated"] = _greedy(model, kept, pos, length,
+                                               int(n_new[0]))
+        if keep is None:
+          results[f"{case}.generated_native"] = model.generate(
+              input_ids=ids, attention_mask=torch.ones_like(ids),
+              pixel_values=pix, image_grid_thw=grid, do_sample=False,
+              max_new_tokens=int(n_new[0]), min_new_tokens=int(n_new[0])
+          )[:, length:].numpy()
       if keep is not None:  # a compressed prompt: kept tokens, own positions
         keep = keep.long()
         embeds = torch.stack([e[k] for e, k in zip(embeds, keep)])

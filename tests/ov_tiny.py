@@ -61,9 +61,13 @@ def oracle_python() -> str:
 
 
 def run_oracle(name: str, cases: dict[str, dict[str, np.ndarray]], out: str,
-               seed: int = 0) -> dict[str, np.ndarray]:
+               seed: int = 0, load: str | None = None,
+               selector: str | None = None) -> dict[str, np.ndarray]:
   """Builds config ``name`` in the oracle, saves it to ``out/hf`` and runs
-  every case; returns the oracle's outputs (see ``ov_oracle.py``)."""
+  every case; returns the oracle's outputs (see ``ov_oracle.py``). With
+  ``load`` (an earlier run's ``hf`` dir) it runs that model instead; with
+  ``selector`` it also loads that dir into the reference's selector class
+  (``out/selector_loading.json``, ``out/selector_scorer.npz``)."""
   py = oracle_python()
   if not os.path.exists(py):
     raise RuntimeError(
@@ -75,8 +79,8 @@ def run_oracle(name: str, cases: dict[str, dict[str, np.ndarray]], out: str,
               for k, v in arrays.items()})
   spec = os.path.join(out, "spec.json")
   with open(spec, "w") as f:
-    json.dump({"config": CONFIGS[name], "seed": seed,
-               "cases": sorted(cases)}, f)
+    json.dump({"config": CONFIGS[name], "seed": seed, "load": load,
+               "selector": selector, "cases": sorted(cases)}, f)
   env = dict(os.environ, PYTHONPATH="", TRANSFORMERS_VERBOSITY="error",
              HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
   done = subprocess.run([py, ORACLE, spec, out], capture_output=True,

@@ -284,14 +284,40 @@ class LlavaOV15Config:
     return _read_config_json(cls, path)
 
 
-def _read_config_json(cls, path: str):
+# config.json ``model_type`` -> the family's config class. A missing
+# model_type is read as Qwen2.5-VL (the project's first family).
+MODEL_TYPES = {None: VLMConfig, "qwen2_5_vl": VLMConfig,
+               "llavaonevision1_5": LlavaOV15Config}
+
+ModelConfig = VLMConfig | LlavaOV15Config
+
+
+def config_from_hf_dict(d: dict[str, Any]) -> ModelConfig:
+  """The family's config for an HF ``config.json`` dict, picked by its
+  ``model_type`` (the one dispatch: loading, conversion, export, engine)."""
+  kind = d.get("model_type")
+  if kind not in MODEL_TYPES:
+    raise ValueError(
+        f"unsupported model_type {kind!r}: vselect-jax reads "
+        f"{sorted(k for k in MODEL_TYPES if k)} (Qwen2.5-VL, "
+        "LLaVA-OneVision-1.5)")
+  return MODEL_TYPES[kind].from_hf_dict(d)
+
+
+def read_model_config(path: str) -> ModelConfig:
+  """``config_from_hf_dict`` of ``path``/config.json (local or gs://)."""
+  return _read_config_json(config_from_hf_dict, path)
+
+
+def _read_config_json(parse, path: str):
   from vselect_jax import paths
+  parse = getattr(parse, "from_hf_dict", parse)
   file = paths.join(path, "config.json")
   if not paths.exists(file):
     raise FileNotFoundError(f"no config.json in {path!r}")
   with paths.open(file) as f:
     try:
-      return cls.from_hf_dict(json.load(f))
+      return parse(json.load(f))
     except KeyError as e:
       raise ValueError(f"{file} lacks the required field {e}") from None
     except json.JSONDecodeError as e:

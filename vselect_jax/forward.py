@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vselect_jax import methods
-from vselect_jax.host.vision_layout import VisionLayout
+from vselect_jax.host.rows import layout_fields
 from vselect_jax.methods.base import (IN_LLM, LAYER_QK, VISION_LAST_BLOCK,
                                       Context, Relaxed)
 
@@ -76,7 +76,7 @@ class Output:
 def encode(model, batch: dict, *, last_block: bool = False):
   """The vision tower on every row: merged tokens float[B, M, E] (and, with
   ``last_block``, the last block's input and rotary tables per row)."""
-  layout = {k: batch[k] for k in VisionLayout.ARRAY_FIELDS}
+  layout = {k: batch[k] for k in layout_fields(model.visual.config)}
   return jax.vmap(lambda pv, lay: model.visual(
       pv, lay, return_last_input=last_block))(batch["pixel_values"], layout)
 

@@ -2,9 +2,10 @@
 
     cfg, module = load_model(path, dtype="bfloat16", mesh=mesh)
 
-``path`` is a converted vselect-jax directory (Orbax), an HF Qwen2.5-VL
-directory (safetensors, converted on the fly) or a hub id (downloaded; needs
-the network). The model is built abstractly (shapes only), every parameter's
+``path`` is a converted vselect-jax directory (Orbax), an HF Qwen2.5-VL or
+LLaVA-OneVision-1.5 directory (safetensors, converted on the fly) or a hub
+id (downloaded; needs the network); the model family comes from
+config.json's ``model_type``. The model is built abstractly (shapes only), every parameter's
 ``NamedSharding`` comes from its logical axes and the one rule table
 (``vselect_jax.sharding``), and each device's block of each tensor is read
 from the checkpoint and placed on that device: no parameter is ever whole
@@ -27,7 +28,8 @@ from vselect_jax import paths
 from vselect_jax import sharding as shard_lib
 from vselect_jax.checkpoint import converted
 from vselect_jax.checkpoint.hf_reader import plan_hf_params
-from vselect_jax.config import VLMConfig
+from vselect_jax.config import ModelConfig, read_model_config
+from vselect_jax.modeling.llava_ov import LlavaOneVision15
 from vselect_jax.modeling.vlm import Qwen25VL
 from vselect_jax.selector.scorer import ImportanceScorer
 
@@ -68,9 +70,21 @@ def resolve_path(path: str) -> str:
         "of a downloaded or converted checkpoint.") from e
 
 
-def abstract_model(cfg: VLMConfig, dtype) -> tuple[nnx.GraphDef, nnx.State]:
+# cfg.family -> the module class of that model family.
+MODULES = {"qwen2_5_vl": Qwen25VL, "llava_ov15": LlavaOneVision15}
+
+
+def build_model(cfg: ModelConfig, dtype=jnp.float32, *, rngs: nnx.Rngs):
+  """The module of ``cfg``'s family (random init)."""
+  if cfg.family not in MODULES:
+    raise ValueError(f"unknown model family {cfg.family!r}; known: "
+                     f"{sorted(MODULES)}")
+  return MODULES[cfg.family](cfg, dtype=dtype, rngs=rngs)
+
+
+def abstract_model(cfg: ModelConfig, dtype) -> tuple[nnx.GraphDef, nnx.State]:
   """Graph definition and shape-only state; nothing is allocated."""
-  model = nnx.eval_shape(lambda: Qwen25VL(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: build_model(cfg, dtype, rngs=nnx.Rngs(0)))
   return nnx.split(model)
 
 
@@ -84,7 +98,7 @@ def one_device_mesh() -> Mesh:
   return shard_lib.make_mesh({}, devices=jax.local_devices()[:1])
 
 
-def _fresh_scorer(cfg: VLMConfig, dtype, seed: int) -> dict[tuple, np.ndarray]:
+def _fresh_scorer(cfg: ModelConfig, dtype, seed: int) -> dict[tuple, np.ndarray]:
   fresh = ImportanceScorer(cfg.text.hidden_size, dtype=dtype,
                            rngs=nnx.Rngs(seed))
   return {SCORER_PATH + tuple(p): np.asarray(v.get_value())
@@ -94,7 +108,7 @@ def _fresh_scorer(cfg: VLMConfig, dtype, seed: int) -> dict[tuple, np.ndarray]:
 def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
                rules=None, seed: int = 0, progress: bool = False,
                min_sharded_elements: int = shard_lib.MIN_SHARDED_ELEMENTS
-               ) -> tuple[VLMConfig, Qwen25VL]:
+               ) -> tuple[ModelConfig, nnx.Module]:
   """Reads a checkpoint onto ``mesh`` (default: one device).
 
   Args:
@@ -114,7 +128,7 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
   """
   jdtype = resolve_dtype(dtype)
   path = resolve_path(path)
-  cfg = VLMConfig.from_pretrained(path)
+  cfg = read_model_config(path)
   mesh = one_device_mesh() if mesh is None else mesh
   graphdef, abs_state = abstract_model(cfg, jdtype)
   shardings = shard_lib.state_shardings(abs_state, mesh, rules)

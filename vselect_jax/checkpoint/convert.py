@@ -1,5 +1,6 @@
-"""HF Qwen2.5-VL (or VisionSelector) checkpoint -> converted vselect-jax
-directory (behind ``conversion.convert_hf``).
+"""HF Qwen2.5-VL or LLaVA-OneVision-1.5 (or VisionSelector) checkpoint ->
+converted vselect-jax directory (behind ``conversion.convert_hf``; the
+family comes from config.json).
 
 ``convert`` checks every expected tensor (``hf_reader.plan_hf_params``),
 streams them tensor by tensor, writes the Orbax parameters, ``config.json``,
@@ -44,10 +45,10 @@ def _convert(src: str, dst: str, jdtype, progress: bool, source: str) -> dict:
   """``convert`` from a local HF directory ``src``."""
   from vselect_jax.checkpoint import converted as model_io
   from vselect_jax.checkpoint.hf_reader import read_hf_params
-  from vselect_jax.config import VLMConfig
+  from vselect_jax.config import read_model_config
   from vselect_jax.loading import SCORER_PATH, abstract_model, expected_shapes
 
-  cfg = VLMConfig.from_pretrained(src)
+  cfg = read_model_config(src)
   _, abs_state = abstract_model(cfg, jdtype)
   expected = expected_shapes(abs_state)
   params = read_hf_params(

@@ -10,6 +10,9 @@ hard-links its weight shards) and registers the scorer as an extra shard,
 after checking its shapes against the base's ``config.json``. Nothing
 existing is overwritten without ``overwrite``, and outputs are written
 beside their destination and moved into place.
+For LLaVA-OneVision-1.5 (the family from the source's or the base's
+config.json, or ``family="llava_ov15"``) the tensors are named
+``model.visual.importance_scorer.*``, the path of the reference's class.
 """
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ import numpy as np
 from vselect_jax.checkpoint.safetensors_io import iter_tensors, save_file
 
 PREFIX = "visual.importance_scorer."
+# The spelling each family's PyTorch class loads: Qwen2.5-VL's keys as the
+# released checkpoints; LLaVA-OV-1.5's in-memory path (its class also maps
+# the legacy ``visual.`` spelling, but ``model.visual.`` is what it saves).
+FAMILY_PREFIX = {"qwen2_5_vl": PREFIX,
+                 "llava_ov15": "model." + PREFIX}
 SCORER_FILE = "model-visionselector-scorer.safetensors"
 BASE_SHARD = "model-base.safetensors"
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16),
@@ -48,7 +56,9 @@ def load_scorer(src: str) -> dict[str, np.ndarray]:
   import orbax.checkpoint as ocp
   src = os.path.abspath(src)
   if os.path.isfile(src) and src.endswith(".safetensors"):
-    tensors = {n: np.asarray(load(), np.float32)
+    # Either family's spelling reads back as the canonical one.
+    tensors = {n[len("model."):] if n.startswith("model." + PREFIX) else n:
+               np.asarray(load(), np.float32)
                for n, _, load in iter_tensors(src)}
     want = {f"{PREFIX}{p}.{w}" for p in ("k_proj", "q_proj")
             for w in ("weight", "bias")}
@@ -91,8 +101,29 @@ def scorer_tensors(tree: dict, where: str = "the tree"
 
 
 def write_tensors(tensors: dict[str, np.ndarray], dst: str,
-                  dtype: str = "bfloat16") -> None:
-  save_file({k: v.astype(DTYPES[dtype]) for k, v in tensors.items()}, dst)
+                  dtype: str = "bfloat16", family: str = "qwen2_5_vl") -> None:
+  save_file({k: v.astype(DTYPES[dtype])
+             for k, v in spelled(tensors, family).items()}, dst)
+
+
+def spelled(tensors: dict[str, np.ndarray], family: str
+            ) -> dict[str, np.ndarray]:
+  """Canonical scorer names -> the family's spelling (``FAMILY_PREFIX``)."""
+  if family not in FAMILY_PREFIX:
+    raise ValueError(f"unknown model family {family!r}; known: "
+                     f"{sorted(FAMILY_PREFIX)}")
+  prefix = FAMILY_PREFIX[family]
+  return {prefix + k[len(PREFIX):]: v for k, v in tensors.items()}
+
+
+def source_family(src: str) -> str:
+  """The family of ``src`` from its config.json (a converted dir), else
+  Qwen2.5-VL (a training checkpoint or a scorer file carries none)."""
+  from vselect_jax.config import read_model_config
+  folder = src if os.path.isdir(src) else os.path.dirname(src)
+  if os.path.exists(os.path.join(folder, "config.json")):
+    return read_model_config(folder).family
+  return "qwen2_5_vl"
 
 
 def _check_dst(dst: str, overwrite: bool, want_dir: bool) -> None:
@@ -110,16 +141,19 @@ def _check_dst(dst: str, overwrite: bool, want_dir: bool) -> None:
 
 
 def export(src: str, dst: str, dtype: str = "bfloat16", *,
-           overwrite: bool = False) -> None:
-  """Writes the scorer of ``src`` to the safetensors file ``dst``."""
+           overwrite: bool = False, family: str | None = None) -> None:
+  """Writes the scorer of ``src`` to the safetensors file ``dst``, spelled
+  for ``family`` (default: ``source_family(src)``)."""
   _check_dst(dst, overwrite, want_dir=False)
+  family = family or source_family(src)
+  spelled({}, family)  # an unknown family fails before anything is read
   tensors = load_scorer(src)
   parent = os.path.dirname(os.path.abspath(dst))
   fd, tmp = tempfile.mkstemp(prefix=".scorer-", suffix=".safetensors",
                              dir=parent)
   os.close(fd)
   try:
-    write_tensors(tensors, tmp, dtype)
+    write_tensors(tensors, tmp, dtype, family)
     os.replace(tmp, dst)  # an old dst survives any failure above
   except BaseException:
     if os.path.exists(tmp):
@@ -131,9 +165,9 @@ def expected_scorer_shapes(base: str) -> dict[str, tuple[int, ...]]:
   """HF name -> torch-layout shape of the scorer the model of ``base``
   (an HF dir with ``config.json``) builds."""
   from flax import nnx
-  from vselect_jax.config import VLMConfig
+  from vselect_jax.config import read_model_config
   from vselect_jax.selector.scorer import ImportanceScorer
-  cfg = VLMConfig.from_pretrained(base)
+  cfg = read_model_config(base)
   # The model builds the scorer at the LLM width (modeling/vlm.py).
   abstract = nnx.eval_shape(lambda: ImportanceScorer(
       cfg.text.hidden_size, rngs=nnx.Rngs(0)))
@@ -174,9 +208,12 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
     raise ValueError(f"--dst {dst} is the base checkpoint; write the merged "
                      "checkpoint to a new directory")
   _check_dst(dst, overwrite, want_dir=True)
+  from vselect_jax.config import read_model_config
   scorer = load_scorer(src)
   check_scorer_shapes(scorer, base)
-  tensors = {k: v.astype(DTYPES[dtype]) for k, v in scorer.items()}
+  family = read_model_config(base).family
+  tensors = {k: v.astype(DTYPES[dtype])
+             for k, v in spelled(scorer, family).items()}
   index_path = os.path.join(base, "model.safetensors.index.json")
   if os.path.exists(index_path):
     with open(index_path) as f:

@@ -9,7 +9,8 @@ own; the ids are concatenated after a system turn "You are a helpful
 assistant.". ``<image>`` in a user turn becomes ``<|vision_start|>`` +
 N x ``<|image_pad|>`` + ``<|vision_end|>``, N being that image's merged-token
 count (``<video>`` / ``<|video_pad|>`` likewise); text around the tag is kept
-verbatim. Labels: -100 on the system and user turns and on the first three
+verbatim (for LLaVA-OV-1.5, ``eat_newlines``: minus one newline on each side
+of the tag, as its reference's data code). Labels: -100 on the system and user turns and on the first three
 tokens of each assistant turn (``<|im_start|>``, ``assistant``, ``\\n``); the
 answer, ``<|im_end|>`` and the trailing newline are supervised.
 
@@ -73,8 +74,14 @@ def count_tags(turns, tag: str) -> int:
   return sum(c.count(tag) for r, c in turns if r == "user")
 
 
-def _expand(content: str, tag: str, pad: str, counts) -> str:
+def _expand(content: str, tag: str, pad: str, counts,
+            eat_newlines: bool = False) -> str:
   parts = content.split(tag)
+  if eat_newlines:  # one "\n" on each side of a tag goes with it
+    parts = [p[1:] if i and p.startswith("\n") else p
+             for i, p in enumerate(parts)]
+    parts = [p[:-1] if i < len(parts) - 1 and p.endswith("\n") else p
+             for i, p in enumerate(parts)]
   out = [parts[0]]
   for p in parts[1:]:
     n = next(counts, None)
@@ -84,18 +91,22 @@ def _expand(content: str, tag: str, pad: str, counts) -> str:
   return "".join(out)
 
 
-def expand_media(content: str, image_tokens=None, video_tokens=None) -> str:
+def expand_media(content: str, image_tokens=None, video_tokens=None, *,
+                 eat_newlines: bool = False) -> str:
   """``content`` with each ``<image>`` / ``<video>`` tag replaced by
   ``<|vision_start|>`` + N pad tokens + ``<|vision_end|>``, N taken in turn
   from the iterators ``image_tokens`` / ``video_tokens`` (merged-token
   counts, shared across the turns of a conversation; None: no media).
+  ``eat_newlines``: the tag takes one newline on each side with it, as the
+  LLaVA-OV-1.5 reference's data code replaces ``<image>`` with its
+  surrounding newlines.
 
   Raises:
     ValueError: more tags than counts are left.
   """
   for (tag, pad), counts in zip(MEDIA, (image_tokens, video_tokens)):
     content = _expand(content, tag, pad, iter(()) if counts is None
-                      else counts)
+                      else counts, eat_newlines)
   return content
 
 
@@ -112,7 +123,8 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def tokenize_conversation(tokenizer, turns, image_tokens: Sequence[int] = (),
-                          video_tokens: Sequence[int] = ()
+                          video_tokens: Sequence[int] = (), *,
+                          eat_newlines: bool = False
                           ) -> tuple[np.ndarray, np.ndarray]:
   """Token ids and labels for one sample.
 
@@ -121,6 +133,8 @@ def tokenize_conversation(tokenizer, turns, image_tokens: Sequence[int] = (),
     turns: from ``normalize_turns``.
     image_tokens: merged-token count of each image, in tag order.
     video_tokens: merged-token count of each video, in tag order.
+    eat_newlines: tags take their surrounding newlines (LLaVA-OV-1.5's
+      format, see ``expand_media``).
 
   Returns:
     (input_ids int32[L], labels int32[L]), labels -100 where ignored.
@@ -136,7 +150,8 @@ def tokenize_conversation(tokenizer, turns, image_tokens: Sequence[int] = (),
   ids, labels = [], []
   for role, content in [("system", SYSTEM)] + list(turns):
     if role == "user":
-      content = expand_media(content, images, videos)
+      content = expand_media(content, images, videos,
+                             eat_newlines=eat_newlines)
     tok = _ids(tokenizer, render_turn(role, content))
     ids.extend(tok)
     if role == "assistant":

@@ -68,6 +68,8 @@ class DataConfig:
     num_workers: grain worker processes (0: threads in this process).
     read_threads: threads per process running the per-sample work.
     prefetch: samples buffered per thread pool / worker.
+    family: the model family the samples are for ("qwen2_5_vl";
+      "llava_ov15": its processor, 1-D positions and tag format).
   """
   mixture: str
   registry: dict
@@ -86,6 +88,7 @@ class DataConfig:
   num_workers: int = 0
   read_threads: int = 2
   prefetch: int = 16
+  family: str = "qwen2_5_vl"
 
   def __post_init__(self):
     # ConfigDicts (or any mapping) -> plain dicts, which pickle into workers.
@@ -103,9 +106,11 @@ class DataConfig:
     return cls(**{k: v for k, v in d.items() if k in names})
 
   def row_spec(self, pad_id: int = 0) -> packing.RowSpec:
+    from vselect_jax.data.sample import processor_params
     return packing.RowSpec(self.rows_per_batch, self.row_length,
                            self.patches_per_row, self.max_images_per_row,
-                           self.samples_per_row, pad_id)
+                           self.samples_per_row, pad_id,
+                           processor_params(self.family).patch_dim)
 
 
 class BuildSample(grain.transforms.Map):
@@ -151,7 +156,8 @@ def make_sample_dataset(cfg: DataConfig, tokenizer, *, process_index: int = 0,
     ds = ds.repeat()
   builder = SampleBuilder(tokenizer, min_pixels=cfg.min_pixels,
                           max_pixels=cfg.max_pixels,
-                          tokens_per_second=cfg.tokens_per_second)
+                          tokens_per_second=cfg.tokens_per_second,
+                          family=cfg.family)
   return ds.map(BuildSample(builder))
 
 

@@ -29,12 +29,23 @@ from transformers import AutoTokenizer
 from vselect_jax import paths
 from vselect_jax.data import chat
 from vselect_jax.data.errors import RecordError
-from vselect_jax.data.image_processor import (PATCH_DIM, decode_image,
+from vselect_jax.data.image_processor import (LLAVA_OV15_PARAMS,
+                                              QWEN25_VL_PARAMS, decode_image,
                                               merged_tokens, preprocess_image,
                                               preprocess_video,
                                               sample_frame_indices)
 from vselect_jax.data.records import RawRecord, media_paths, parse_record
 from vselect_jax.host.rope_index import get_rope_index
+from vselect_jax.host.rope_index_1d import get_1d_position_ids
+
+FAMILIES = ("qwen2_5_vl", "llava_ov15")
+
+
+def processor_params(family: str):
+  """The image processor parameters of a model family."""
+  if family not in FAMILIES:
+    raise ValueError(f"unknown model family {family!r}; known: {FAMILIES}")
+  return LLAVA_OV15_PARAMS if family == "llava_ov15" else QWEN25_VL_PARAMS
 
 _LOAD_LOCK = threading.Lock()
 
@@ -96,6 +107,9 @@ class SampleBuilder:
     composite_transparency: composite transparent pixels onto white after
       the RGB conversion, as transformers 5.x's processor would; off by
       default, as the reference (transformers 4.50) does not.
+    family: "qwen2_5_vl", or "llava_ov15": its processor (588-value
+      patches), 1-D positions (0..n-1) and ``<image>`` taking its
+      surrounding newlines, as the LLaVA-OV-1.5 reference trains.
   """
 
   def __init__(self, tokenizer, *, min_pixels: int = 784,
@@ -104,7 +118,10 @@ class SampleBuilder:
                video_min_pixels: int = 4 * 28 * 28,
                video_max_pixels: int = 32 * 28 * 28,
                video_fps: float = 2.0,
-               composite_transparency: bool = False):
+               composite_transparency: bool = False,
+               family: str = "qwen2_5_vl"):
+    self.params = processor_params(family)
+    self.family = family
     self.tokenizer = ThreadTokenizer(tokenizer)
     self.min_pixels, self.max_pixels = min_pixels, max_pixels
     self.tokens_per_second = tokens_per_second
@@ -122,7 +139,7 @@ class SampleBuilder:
       if img.mode != "RGB":  # the reference's .convert("RGB"), no copy
         img = img.convert("RGB")
       return preprocess_image(
-          img, self.min_pixels, self.max_pixels,
+          img, self.min_pixels, self.max_pixels, params=self.params,
           composite_transparency=self.composite_transparency)
     except RecordError:
       raise
@@ -147,7 +164,7 @@ class SampleBuilder:
                 .convert("RGB") for i in idx]
       pix, grid = preprocess_video(
           frames, self.video_min_pixels, self.video_max_pixels,
-          composite_transparency=self.composite_transparency)
+          params=self.params, composite_transparency=self.composite_transparency)
     except RecordError:
       raise
     except Exception as e:
@@ -172,12 +189,13 @@ class SampleBuilder:
     images = [self.image(record, p) for p in image_paths]
     videos = [self.video(record, p) for p in video_paths]
     tok = self.tokenizer.get()
+    ov = self.family == "llava_ov15"
     ids, labels = chat.tokenize_conversation(
         tok, turns, [merged_tokens(g) for _, g in images],
-        [merged_tokens(g) for _, g, _ in videos])
+        [merged_tokens(g) for _, g, _ in videos], eat_newlines=ov)
     image_grid = np.array([g for _, g in images], np.int64).reshape(-1, 3)
     video_grid = np.array([g for _, g, _ in videos], np.int64).reshape(-1, 3)
-    pos, _ = get_rope_index(
+    pos, _ = get_1d_position_ids(ids[None]) if ov else get_rope_index(
         ids[None], image_grid_thw=image_grid if images else None,
         video_grid_thw=video_grid if videos else None,
         second_per_grid_ts=[s for _, _, s in videos] if videos else None,
@@ -187,7 +205,7 @@ class SampleBuilder:
     out = dict(
         input_ids=ids, labels=labels, position_ids=pos[:, 0].astype(np.int32),
         pixel_values=(np.concatenate([p for p, _ in images]) if images else
-                      np.zeros((0, PATCH_DIM), np.float32)),
+                      np.zeros((0, self.params.patch_dim), np.float32)),
         image_grid_thw=image_grid.astype(np.int32))
     if videos:
       out.update(pixel_values_videos=np.concatenate([p for p, _, _ in videos]),

@@ -1,5 +1,6 @@
-"""Host-side preparation of a forward batch: validation, M-RoPE ids, vision
-layout, visual-token placement and padding to static buckets.
+"""Host-side preparation of a forward batch: validation, M-RoPE ids (1-D
+positions for LLaVA-OV-1.5), vision layout (the family's, see ``rows``),
+visual-token placement and padding to static buckets.
 
 Everything data-dependent is computed here in numpy; the device program sees
 only arrays whose shapes depend on the buckets (batch, sequence bucket, patch
@@ -14,6 +15,7 @@ import numpy as np
 from vselect_jax.config import VLMConfig
 from vselect_jax.host.buckets import bucket
 from vselect_jax.host.rope_index import get_rope_index
+from vselect_jax.host.rope_index_1d import get_1d_position_ids
 from vselect_jax.host.rows import patch_capacity, place_visual, vision_rows
 
 
@@ -122,13 +124,18 @@ def prepare_batch(cfg: VLMConfig, input_ids, attention_mask=None,
                        f"{kind} grids give {n_merged} merged tokens")
     items.append((kind, tok, pix, grid))
 
-  position_ids, deltas = get_rope_index(
-      ids, image_grid_thw=_array(image_grid_thw, "image_grid_thw", np.int64),
-      video_grid_thw=_array(video_grid_thw, "video_grid_thw", np.int64),
-      second_per_grid_ts=second_per_grid_ts, attention_mask=mask,
-      spatial_merge_size=vcfg.spatial_merge_size,
-      image_token_id=cfg.image_token_id, video_token_id=cfg.video_token_id,
-      tokens_per_second=vcfg.tokens_per_second)
+  if cfg.family == "llava_ov15":
+    # LLaVA-OV-1.5: positions = cache positions (1-D), deltas 0.
+    position_ids, deltas = get_1d_position_ids(ids, mask)
+  else:
+    position_ids, deltas = get_rope_index(
+        ids, image_grid_thw=_array(image_grid_thw, "image_grid_thw",
+                                   np.int64),
+        video_grid_thw=_array(video_grid_thw, "video_grid_thw", np.int64),
+        second_per_grid_ts=second_per_grid_ts, attention_mask=mask,
+        spatial_merge_size=vcfg.spatial_merge_size,
+        image_token_id=cfg.image_token_id, video_token_id=cfg.video_token_id,
+        tokens_per_second=vcfg.tokens_per_second)
 
   t = seq_bucket or bucket(l, seq_multiple)
   if t < l:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from vselect_jax.config import VLMConfig
+from vselect_jax.host.buckets import bucket
+from vselect_jax.host.rice_layout import CLASS_MULTIPLE
 from vselect_jax.host.rows import patch_capacity, place_visual, vision_rows
 
 REQUIRED = ("input_ids", "labels", "segment_ids", "position_ids",
@@ -39,9 +41,13 @@ def prepare_train_batch(cfg: VLMConfig, batch: dict) -> dict[str, np.ndarray]:
   row_patches = [int(np.prod(g, axis=1).sum()) for g in row_grids]
   out = {k: np.asarray(batch[k]) for k in ("input_ids", "labels",
                                            "segment_ids", "position_ids")}
+  # RICE's class slots (one per image) are fixed by the image slots, so
+  # every batch has one shape.
   out.update(vision_rows(vcfg, row_grids,
                          [pix[r, :n] for r, n in enumerate(row_patches)],
-                         patch_capacity(0, vcfg, fixed=pix.shape[1])))
+                         patch_capacity(0, vcfg, fixed=pix.shape[1]),
+                         class_capacity=bucket(grids.shape[1],
+                                               CLASS_MULTIPLE)))
   placed = []
   for r, g in enumerate(row_grids):
     try:

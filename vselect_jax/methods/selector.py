@@ -15,9 +15,23 @@ from vselect_jax.methods.ranking import top_k_in_group
 from vselect_jax.selector import topk as topk_lib
 
 
+def _pools(ctx: Context):
+  """The training pools: each row (``pool="row"``) or each sample of a
+  packed row (``pool="sample"``: its segment, as the reference pools its
+  batch of one per device); (group int32[B, T], None for the row)."""
+  pool = ctx.options["pool"]
+  if pool not in ("row", "sample"):
+    raise ValueError(f"selector option pool must be 'row' or 'sample', got "
+                     f"{pool!r}")
+  if pool == "sample":
+    return jnp.where(ctx.visual, ctx.batch["segment_ids"], -1)
+  return None
+
+
 def _scores(ctx: Context) -> jax.Array:
   return ctx.model.visual.importance_scorer(ctx.tokens, ctx.visual,
-                                            detach=ctx.detach_scorer)
+                                            detach=ctx.detach_scorer,
+                                            group=_pools(ctx))
 
 
 def select(ctx: Context) -> Choice:
@@ -26,11 +40,17 @@ def select(ctx: Context) -> Choice:
 
 
 def relax(ctx: Context) -> Relaxed:
+  """Soft and hard top-k over each pool: the row, with ``k_row``, or each
+  sample, with ``k_token`` (the k of each visual token's sample)."""
   scores = _scores(ctx)
-  soft = topk_lib.soft_topk(scores, ctx.k_row, ctx.visual)
-  pooled = jnp.where(ctx.visual, 0, -1)
-  hard = top_k_in_group(jax.lax.stop_gradient(scores), pooled,
-                        jnp.where(ctx.visual, ctx.k_row[:, None], 0))
+  group = _pools(ctx)
+  if group is None:
+    group = jnp.where(ctx.visual, 0, -1)
+    k_token = jnp.where(ctx.visual, ctx.k_row[:, None], 0)
+  else:
+    k_token = jnp.where(ctx.visual, ctx.k_token, 0)
+  soft = topk_lib.soft_topk_in_group(scores, k_token, group)
+  hard = top_k_in_group(jax.lax.stop_gradient(scores), group, k_token)
   hard = hard.astype(jnp.float32)
   return Relaxed(soft, hard, topk_lib.selection_bce(soft, hard, ctx.visual))
 
@@ -42,4 +62,5 @@ def view(ctx: Context, choice: Choice) -> jax.Array:
 
 
 METHOD = Method("selector", PRE_LLM, select, relax=relax, view=view,
+                options={"pool": "row"},
                 summary="learned importance scorer, top-k (VisionSelector)")

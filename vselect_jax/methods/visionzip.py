@@ -20,6 +20,10 @@ prompt in one softmax); dominant = k - ctx so that exactly
 k = max(1, floor(N r)) tokens are kept (the port's int((r - 0.05) N) + ctx
 can be one off); ctx is capped at k; groups (per image or pooled) work for
 batches and several images.
+
+On LLaVA-OV-1.5 (RICE has a class token per image / frame) the dominance is
+the class token's attention row instead (``class_attention_signals``), with
+the same contextual merging (fraction 0.05), as the reference's OV port.
 """
 from __future__ import annotations
 
@@ -60,6 +64,42 @@ def last_block_signals(visual, last_input: jax.Array, cos: jax.Array,
   keys = keys.reshape(-1, unit, keys.shape[-1]).mean(1)
   idx = layout["merged_index"]
   return dominance[idx], keys[idx]
+
+
+def class_attention_signals(visual, last_input: jax.Array, cos: jax.Array,
+                            sin: jax.Array, layout: dict
+                            ) -> tuple[jax.Array, jax.Array]:
+  """LLaVA-OV-1.5 (RICE tower, a class token per image / frame): dominance
+  float32[M] = the attention each patch receives from its frame's class
+  token in the last block (softmax over that frame's patches and class
+  token, mean over heads), averaged over the 2x2 merge unit, as the
+  reference's OV VisionZip reads the CLS row; keys float32[M, H] as
+  ``last_block_signals``. Raster order (the RICE slots already are).
+
+  Args:
+    last_input: float[P + S, D] the last block's input, patch slots then
+      class slots; cos, sin float32[P + S, H].
+    layout: the row's ``RiceLayout`` arrays (frame_seg [P], class_seg [S]).
+  """
+  cfg = visual.config
+  blk = visual.blocks[len(visual.blocks) - 1]
+  q, k = blk.queries_keys(last_input, cos, sin)        # [1, P + S, N, H]
+  q, k = q[0].astype(jnp.float32), k[0].astype(jnp.float32)
+  frame, cls_seg = layout["frame_seg"], layout["class_seg"]
+  p = frame.shape[0]
+  seg = jnp.concatenate([frame, cls_seg])
+  logits = jnp.einsum("snh,lnh->nsl", q[p:], k) / jnp.sqrt(q.shape[-1])
+  same = (cls_seg[:, None] == seg[None, :]) & (cls_seg[:, None] > 0)
+  att = jax.nn.softmax(jnp.where(same[None], logits, -jnp.inf), axis=-1)
+  att = jnp.where(same[None], att, 0.0).mean(0)         # [S, P + S]
+  # Class slot f - 1 belongs to frame f (``build_rice_layout``).
+  row = jnp.maximum(frame - 1, 0)
+  received = jnp.where(frame > 0, att[row, jnp.arange(p)], 0.0)
+  unit = cfg.merge_unit
+  dominance = received.reshape(-1, unit).mean(-1)
+  keys = k[:p].mean(axis=1)
+  keys = keys.reshape(-1, unit, keys.shape[-1]).mean(1)
+  return dominance, keys
 
 
 def visionzip_select(dominance: jax.Array, keys: jax.Array, tokens: jax.Array,
@@ -109,11 +149,15 @@ def visionzip_select(dominance: jax.Array, keys: jax.Array, tokens: jax.Array,
 
 def select(ctx: Context) -> Choice:
   last_input, cos, sin = ctx.extras[VISION_LAST_BLOCK]
-  layout = {k: ctx.batch[k] for k in ("frame_seg", "window_seg",
-                                      "merged_index")}
-  dominance, keys = jax.vmap(
-      lambda *a: last_block_signals(ctx.model.visual, *a))(
-          last_input, cos, sin, layout)
+  if "class_seg" in ctx.batch:  # LLaVA-OV-1.5: the class token's attention
+    signals = class_attention_signals
+    layout = {k: ctx.batch[k] for k in ("frame_seg", "class_seg")}
+  else:
+    signals = last_block_signals
+    layout = {k: ctx.batch[k] for k in ("frame_seg", "window_seg",
+                                        "merged_index")}
+  dominance, keys = jax.vmap(lambda *a: signals(ctx.model.visual, *a))(
+      last_input, cos, sin, layout)
   idx = jnp.maximum(ctx.batch["visual_index"], 0)
   dom = jnp.where(ctx.visual, jnp.take_along_axis(dominance, idx, 1), 0.0)
   keys = jnp.take_along_axis(keys, idx[..., None], 1)

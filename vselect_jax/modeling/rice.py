@@ -71,14 +71,22 @@ class RiceAttention(nnx.Module):
     self.proj = Linear(d, d, use_bias=True, axes=("vit_heads", "vit_embed"),
                        dtype=dtype, rngs=rngs)
 
+  def _qkv(self, x, cos, sin):
+    n, d = x.shape
+    qkv = self.qkv(x).reshape(n, 3, self.num_heads, d // self.num_heads)
+    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, L, N, H]
+    return (rope.apply_vision_rope(q, cos, sin),
+            rope.apply_vision_rope(k, cos, sin), v)
+
+  def queries_keys(self, x, cos, sin) -> tuple[jax.Array, jax.Array]:
+    """q, k [1, L, N, H] after RoPE (VisionZip reads them)."""
+    return self._qkv(x, cos, sin)[:2]
+
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                segment_ids: jax.Array) -> jax.Array:
     """x: [L, D]; cos/sin: float32[L, H]; segment_ids: int32[L] (0 = pad)."""
     n, d = x.shape
-    qkv = self.qkv(x).reshape(n, 3, self.num_heads, d // self.num_heads)
-    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, L, N, H]
-    q = rope.apply_vision_rope(q, cos, sin)
-    k = rope.apply_vision_rope(k, cos, sin)
+    q, k, v = self._qkv(x, cos, sin)
     seg = segment_ids[None]
     out = dot_product_attention(q, k, v, q_segment_ids=seg,
                                 kv_segment_ids=seg, causal=False)
@@ -106,6 +114,10 @@ class RiceBlock(nnx.Module):
     self.norm2 = LayerNorm(cfg.hidden_size, eps=1e-5, dtype=dtype)
     self.attn = RiceAttention(cfg, dtype=dtype, rngs=rngs)
     self.mlp = RiceMlp(cfg, dtype=dtype, rngs=rngs)
+
+  def queries_keys(self, x, cos, sin):
+    """The attention's q, k [1, L, N, H] for this block's input x [L, D]."""
+    return self.attn.queries_keys(self.norm1(x), cos, sin)
 
   def __call__(self, x, cos, sin, segment_ids):
     x = x + self.attn(self.norm1(x), cos, sin, segment_ids)

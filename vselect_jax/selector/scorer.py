@@ -28,7 +28,8 @@ class ImportanceScorer(nnx.Module):
                          init_std=1e-4, rngs=rngs)
 
   def __call__(self, h: jax.Array, valid: jax.Array, *,
-               detach: bool = True) -> jax.Array:
+               detach: bool = True, group: jax.Array | None = None
+               ) -> jax.Array:
     """Scores tokens.
 
     Args:
@@ -39,6 +40,9 @@ class ImportanceScorer(nnx.Module):
         trainable passes False, as the reference's training path does not
         detach the scorer's input, so the vision tower also receives the
         scorer's gradient.
+      group: int32[B, N] pool of each token (ids in [0, N), -1 = none):
+        the mean key is taken over each token's pool (per-sample pooling
+        in packed rows); None pools the row's valid tokens.
 
     Returns:
       float32[B, N]; padding gets ``PAD_SCORE``. Computed in float32 even
@@ -52,6 +56,17 @@ class ImportanceScorer(nnx.Module):
     k = jnp.matmul(h, self.k_proj.kernel[...].astype(jnp.float32)) + \
         self.k_proj.bias[...].astype(jnp.float32)
     w = valid.astype(jnp.float32)[..., None]
-    mean_k = (k * w).sum(1) / jnp.maximum(w.sum(1), 1.0)  # [B, E/2]
-    scores = jnp.einsum("bnd,bd->bn", q, mean_k) / jnp.sqrt(q.shape[-1])
+    if group is None:
+      mean_k = (k * w).sum(1) / jnp.maximum(w.sum(1), 1.0)  # [B, E/2]
+      scores = jnp.einsum("bnd,bd->bn", q, mean_k) / jnp.sqrt(q.shape[-1])
+    else:
+      n = h.shape[1]
+      ids = jnp.where(valid & (group >= 0), group, n)
+
+      def pooled(x, g):  # per token, the sum of its pool: [N, ...]
+        return jax.ops.segment_sum(x, g, num_segments=n + 1)[g]
+
+      mean_k = jax.vmap(pooled)(k * w, ids) / jnp.maximum(
+          jax.vmap(pooled)(w, ids), 1.0)                    # [B, N, E/2]
+      scores = jnp.einsum("bnd,bnd->bn", q, mean_k) / jnp.sqrt(q.shape[-1])
     return jnp.where(valid, scores, PAD_SCORE)

@@ -45,11 +45,14 @@ def vision_forward_flops(cfg: VLMConfig, patches: int,
   squared patch counts of the images (default: one image)."""
   v = cfg.vision
   d, f = v.hidden_size, v.intermediate_size
-  layer = 2 * d * 3 * d + 2 * d * d + 3 * 2 * d * f
-  n_full = len(v.fullatt_block_indexes)
+  # LLaVA-OV-1.5's RICE tower: every block full attention, a 2-matrix MLP.
+  rice = not hasattr(v, "fullatt_block_indexes")
+  layer = 2 * d * 3 * d + 2 * d * d + (2 if rice else 3) * 2 * d * f
+  n_full = v.depth if rice else len(v.fullatt_block_indexes)
   pairs = patches ** 2 if full_pairs is None else full_pairs
-  attn = ((v.depth - n_full) * 2 * 2 * patches * v.window_patches * d +
-          n_full * 2 * 2 * pairs * d)
+  windowed = 0 if rice else (
+      (v.depth - n_full) * 2 * 2 * patches * v.window_patches * d)
+  attn = windowed + n_full * 2 * 2 * pairs * d
   merger = 2 * (d * v.merge_unit) ** 2 / v.merge_unit + (
       2 * d * v.merge_unit * v.out_hidden_size / v.merge_unit)
   return patches * (v.depth * layer + 2 * v.patch_dim * d + merger) + attn

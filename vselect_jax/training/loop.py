@@ -66,6 +66,25 @@ def rows_k(batch: dict, budget: float) -> np.ndarray:
   return np.array([budget_to_k(int(v), budget) for v in n], np.int32)
 
 
+def selection_k(batch: dict, budget: float, pool: str = "row") -> np.ndarray:
+  """The step's k: per row (``rows_k``, int32[B]) for ``pool="row"``; for
+  ``pool="sample"`` int32[B, T], at each visual token the k of its sample
+  (``budget_to_k`` of that sample's visual tokens), 0 elsewhere."""
+  if pool == "row":
+    return rows_k(batch, budget)
+  if pool != "sample":
+    raise ValueError(f"selection_pool must be 'row' or 'sample', got "
+                     f"{pool!r}")
+  visual = np.asarray(batch["visual_index"]) >= 0
+  seg = np.asarray(batch["segment_ids"])
+  k = np.zeros(seg.shape, np.int32)
+  for r in range(seg.shape[0]):
+    for s in np.unique(seg[r][visual[r]]):
+      where = visual[r] & (seg[r] == s)
+      k[r, where] = budget_to_k(int(where.sum()), budget)
+  return k
+
+
 def state_shardings(state: step_lib.TrainState, mesh) -> step_lib.TrainState:
   """Parameters by their logical axes; optimizer moments as the parameters
   they belong to (``tx.init`` made them like the parameters, already on
@@ -153,6 +172,10 @@ def train(config, workdir: str,
     model = load_model(config.model_path,
                        config.get("param_dtype", "float32"), mesh=mesh)
   cfg, module = model
+  data_family = (config.get("data", None) or {}).get("family", cfg.family)
+  if data_family != cfg.family:
+    raise ValueError(f"config.data.family is {data_family!r} but the model "
+                     f"{config.model_path!r} is {cfg.family!r}")
   global_batch.check_batch_devices(
       config, mesh.shape["data"] * mesh.shape["fsdp"])
   if make_iterator is None:
@@ -177,7 +200,8 @@ def train(config, workdir: str,
   step_fn = step_lib.make_train_step(
       graphdef, tx, reg, grad_accum=accum, remat=config.get("remat", True),
       compute_dtype=jnp.dtype(compute) if compute else None, parts=parts,
-      ce_weighting=loss_lib.CEWeighting.from_config(config))
+      ce_weighting=loss_lib.CEWeighting.from_config(config),
+      pool=config.get("selection_pool", "row"))
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 
@@ -215,7 +239,8 @@ def train(config, workdir: str,
           f"the data iterator gave {rows} rows per batch; this host must "
           f"feed {plan.host_rows} ({plan.describe()})")
     host = batch_lib.prepare_train_batch(cfg, raw)
-    return dict(host=host, k=rows_k(host, config.budget),
+    return dict(host=host, k=selection_k(host, config.budget,
+                                         config.get("selection_pool", "row")),
                 skips={k: raw[k] for k in ("skipped", "samples_seen")
                        if k in raw},
                 tokens=float(np.asarray(raw["segment_ids"] > 0).sum()),
@@ -358,7 +383,7 @@ def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
       with paths.local_target(paths.join(workdir,
                                          "scorer.safetensors")) as dst:
         scorer_export.write_tensors(scorer_export.scorer_tensors(pure), dst,
-                                    dtype)
+                                    dtype, cfg.family)
   if parts.tune_mm_vision or parts.tune_mm_mlp or parts.tune_mm_llm:
     model = nnx.merge(graphdef, state.trainable, state.frozen)
     pure = multihost_utils.process_allgather(

@@ -103,8 +103,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     reg_weight: Callable, *, grad_accum: int = 1,
                     remat: bool = True, compute_dtype=None,
                     parts: Parts = Parts(),
-                    ce_weighting: CEWeighting = CEWeighting()):
-  """Builds ``step(state, batch, k_row) -> (state, metrics)``.
+                    ce_weighting: CEWeighting = CEWeighting(),
+                    pool: str = "row"):
+  """Builds ``step(state, batch, k) -> (state, metrics)``; ``k`` is
+  int32[B] per row (``pool="row"``) or, with ``pool="sample"``, int32[B, T]
+  the k of each visual token's sample (``loop.selection_k``).
 
   Args:
     graphdef: from ``init_state``.
@@ -117,6 +120,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       the optimizer updates.
     parts: what trains (must match ``init_state``).
     ce_weighting: how the CE averages supervised tokens (``loss``).
+    pool: what the scorer's top-k pools: each packed row, or each sample
+      in it (the reference's batch of one per device).
   """
 
   def loss_fn(trainable, frozen, batch, k_row, w):
@@ -133,8 +138,13 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                   "visual_tokens": visual.sum(), "reg_weight": w}
     # The training path: the scorer's soft top-k scales the visual tokens,
     # pooled over each row (as the reference pools over a micro-batch).
-    k_token = jnp.where(visual, k_row[:, None], 0)
-    out = forward(model, batch, Selection("selector", k_token, k_row),
+    if pool == "sample":  # k_row holds each token's sample's k
+      k_token = jnp.where(visual, k_row, 0)
+      k_row = k_token.max(1)
+    else:
+      k_token = jnp.where(visual, k_row[:, None], 0)
+    out = forward(model, batch, Selection("selector", k_token, k_row,
+                                          options=(("pool", pool),)),
                   relaxed=True, remat=remat, vision_grad=parts.vision_trains)
     soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
     ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"],
