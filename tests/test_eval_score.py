@@ -106,7 +106,12 @@ def test_task_table_generation_settings():
       # Ours, not the reference's: the synthetic world has no lmms-eval name.
       "world": ("", 4),
       "mmbench_en_dev": ("mmbench_en_dev", 1024),
-      "mmbench_cn_dev": ("mmbench_cn_dev", 256)}
+      "mmbench_cn_dev": ("mmbench_cn_dev", 256),
+      "videomme": ("videomme", 16),
+      "videomme_w_subtitle": ("videomme_w_subtitle", 16),
+      "mlvu_dev": ("mlvu_dev", 16), "mvbench": ("mvbench", 16),
+      "longvideobench_val_v": ("longvideobench_val_v", 32),
+      "egoschema_subset": ("egoschema_subset", 16)}
   assert tasks.TASKS["textvqa"].stop == ("ASSISTANT:",)
   assert tasks.TASKS["mmbench_en_dev"].stop == ("ASSISTANT:",)
   assert all(t.stop == () for n, t in tasks.TASKS.items()

@@ -365,18 +365,36 @@ def _write_new(f, rec: dict, seen: set, where: str) -> None:
 
 def add_convert_args(parser: argparse.ArgumentParser) -> None:
   """Adds the converter's arguments to ``parser``."""
-  parser.add_argument("--task", required=True, choices=sorted(_CONVERTERS))
+  from vselect_jax.eval import video_convert
+  parser.add_argument("--task", required=True, choices=sorted(
+      list(_CONVERTERS) + list(video_convert.CONVERTERS)))
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--limit", type=int, default=None,
                       help="convert only the first N rows")
-  parser.add_argument("parquet", nargs="+",
-                      help="parquet files or directories holding them")
+  parser.add_argument("--video-dir", default=None,
+                      help="video tasks: where the videos are")
+  parser.add_argument("--subtitle-dir", default=None,
+                      help="videomme_w_subtitle: where the .srt files are")
+  parser.add_argument("parquet", nargs="+", metavar="SOURCE",
+                      help="parquet files or directories holding them "
+                      "(video tasks: their parquet / json / jsonl files)")
 
 
 def run_convert(args: argparse.Namespace) -> int:
   """Runs the converter from parsed arguments; returns the exit status."""
+  from vselect_jax.eval import video_convert
   try:
-    path = convert(args.task, args.parquet, args.out, limit=args.limit)
+    if args.task in video_convert.CONVERTERS:
+      if not args.video_dir:
+        raise ConvertError(f"{args.task} needs --video-dir")
+      path, missing = video_convert.convert(
+          args.task, args.parquet, args.out, args.video_dir,
+          subtitle_dir=getattr(args, "subtitle_dir", None), limit=args.limit)
+      if missing:
+        print(f"warning: {missing} records name a missing video (eval.py "
+              "run --skip-bad counts them as missing_file)", file=sys.stderr)
+    else:
+      path = convert(args.task, args.parquet, args.out, limit=args.limit)
   except ConvertError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -42,6 +42,20 @@ MMBENCH_OPTIONS = "There are several options:"
 MMBENCH_EN_POST = ("\nAnswer with the option's letter from the given choices "
                    "directly.")
 MMBENCH_CN_POST = "\n请直接使用所提供的选项字母作为答案回答。"
+# Video-MME's official prompts (lmms-eval's videomme utils).
+VIDEOMME_PROMPT = ("Select the best answer to the following multiple-choice "
+                   "question based on the video. Respond with only the letter "
+                   "(A, B, C, or D) of the correct option.")
+VIDEOMME_SUB_PROMPT = ("Select the best answer to the following "
+                       "multiple-choice question based on the video and the "
+                       "subtitles. Respond with only the letter (A, B, C, or "
+                       "D) of the correct option.")
+VIDEOMME_SUBTITLES = "This video's subtitles are listed below: \n"
+VIDEOMME_POST = "The best answer is:"
+MLVU_POST = "\nOnly give the best option.\n"
+LVB_POST = "Answer with the option's letter from the given choices directly.\n"
+VIDEO_LETTER_POST = ("Answer with the option's letter from the given choices "
+                     "directly.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +147,36 @@ def _prompt_mmbench(post: str) -> Callable[[EvalRecord], str]:
              else f"{r.question} {options}")
     return f"{query}\n{post}"
   return prompt
+
+
+def _prompt_videomme(subtitles: bool) -> Callable[[EvalRecord], str]:
+  def prompt(r: EvalRecord) -> str:
+    body = (f"{VIDEOMME_SUB_PROMPT if subtitles else VIDEOMME_PROMPT}\n"
+            f"{r.question}\n{_choices_block(r.options)}\n{VIDEOMME_POST}")
+    if not subtitles:
+      return body
+    text = r.extra.get("subtitles") or "No subtitles available"
+    return f"{VIDEOMME_SUBTITLES}{text}\n{body}"
+  return prompt
+
+
+def _prompt_mlvu(r: EvalRecord) -> str:
+  # The question holds its "(A) ..." options (MLVU's layout).
+  return f"\n{r.question}{MLVU_POST}\nBest option: ("
+
+
+def _prompt_mvbench(r: EvalRecord) -> str:
+  letters = M.option_letters(len(r.options))
+  options = "".join(f"({l}) {o}\n" for l, o in zip(letters, r.options))
+  return f"Question:{r.question}\nOption:\n{options}{VIDEO_LETTER_POST}"
+
+
+def _prompt_longvideobench(r: EvalRecord) -> str:
+  return f"{r.question}\n{_choices_block(r.options)}\n{LVB_POST}"
+
+
+def _prompt_egoschema(r: EvalRecord) -> str:
+  return f"{r.question}\n{_choices_block(r.options)}\n{VIDEO_LETTER_POST}"
 
 
 def _prompt_mme(r: EvalRecord) -> str:
@@ -231,6 +275,51 @@ def _score_mmbench(records, predictions):
     details[f"accuracy_by_{name}"] = plain
   return TaskResult(metrics, details, _per_sample(
       records, predictions, [float(x) for x in ok], letters))
+
+
+def _score_video_choice(parse: str, breakdowns: Sequence[str] = (),
+                        mean_over: str | None = None):
+  """A multiple-choice video task.
+
+  Args:
+    parse: "first" (lmms-eval's first-letter rule, ``first_option_letter``)
+      or "choice" (``extract_choice_letter``, for tasks whose lmms-eval
+      parser is a stricter form of it).
+    breakdowns: record attributes / extra keys to report accuracy by.
+    mean_over: also report ``mean_accuracy``, the mean of the per-value
+      accuracies of this key (MVBench's 20 subtasks, MLVU's M-Avg).
+  """
+  def letter(r, p):
+    if parse == "first":
+      return M.first_option_letter(
+          p, M.option_letters(len(r.options)) if r.options else "ABCD")
+    return M.extract_choice_letter(p, r.options)
+
+  def value(r, key):
+    return getattr(r, key) if key in ("category", "question_type") else (
+        r.extra.get(key))
+
+  def score(records, predictions):
+    letters = [letter(r, p) for r, p in zip(records, predictions)]
+    ok = [float(l is not None and l in {a.strip().upper() for a in r.answers})
+          for r, l in zip(records, letters)]
+    metrics = {"accuracy": _mean(ok)}
+    details = {"unparsed": sum(l is None for l in letters)}
+    for key in dict.fromkeys((*breakdowns, *([mean_over] if mean_over
+                                             else []))):
+      by = {}
+      for r, x in zip(records, ok):
+        v = value(r, key)
+        if v is not None:
+          by.setdefault(str(v), []).append(x)
+      details[f"accuracy_by_{key}"] = {k: _mean(v)
+                                       for k, v in sorted(by.items())}
+    if mean_over:
+      by = details[f"accuracy_by_{mean_over}"]
+      metrics["mean_accuracy"] = _mean(list(by.values()))
+    return TaskResult(metrics, details,
+                      _per_sample(records, predictions, ok, letters))
+  return score
 
 
 def _score_ocrbench(records, predictions):
@@ -365,7 +454,35 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              256, MMBENCH_CN_POST, (), ("options",),
              ("circular_accuracy", "accuracy", "vanilla_accuracy"),
              _prompt_mmbench(MMBENCH_CN_POST), _score_mmbench),
+    # Video, multiple choice (``video`` records; frames: ``eval.video``).
+    TaskSpec("videomme", "videomme", "lmms-lab/Video-MME", "test", 16,
+             VIDEOMME_POST, (), ("options",), ("accuracy",),
+             _prompt_videomme(False),
+             _score_video_choice("first", ("duration", "category",
+                                           "domain"))),
+    TaskSpec("videomme_w_subtitle", "videomme_w_subtitle",
+             "lmms-lab/Video-MME", "test", 16, VIDEOMME_POST, (),
+             ("options",), ("accuracy",), _prompt_videomme(True),
+             _score_video_choice("first", ("duration", "category",
+                                           "domain"))),
+    TaskSpec("mlvu_dev", "mlvu_dev", "sy1998/MLVU_dev", "test", 16,
+             MLVU_POST, (), (), ("accuracy", "mean_accuracy"), _prompt_mlvu,
+             _score_video_choice("first", mean_over="category")),
+    TaskSpec("mvbench", "mvbench", "OpenGVLab/MVBench", "train", 16,
+             VIDEO_LETTER_POST, (), ("options", "category"),
+             ("mean_accuracy", "accuracy"), _prompt_mvbench,
+             _score_video_choice("choice", mean_over="category")),
+    TaskSpec("longvideobench_val_v", "longvideobench_val_v",
+             "longvideobench/LongVideoBench", "validation", 32, LVB_POST, (),
+             ("options",), ("accuracy",), _prompt_longvideobench,
+             _score_video_choice("first", ("duration_group", "category"))),
+    TaskSpec("egoschema_subset", "egoschema_subset", "lmms-lab/egoschema:Subset",
+             "test", 16, VIDEO_LETTER_POST, (), ("options",), ("accuracy",),
+             _prompt_egoschema, _score_video_choice("choice")),
 )}
+
+VIDEO_TASKS = ("videomme", "videomme_w_subtitle", "mlvu_dev", "mvbench",
+               "longvideobench_val_v", "egoschema_subset")
 
 
 def get_task(name: str) -> TaskSpec:
