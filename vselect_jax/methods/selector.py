@@ -26,7 +26,12 @@ def select(ctx: Context) -> Choice:
 
 
 def relax(ctx: Context) -> Relaxed:
-  scores = _scores(ctx)
+  return relax_scores(ctx, _scores(ctx))
+
+
+def relax_scores(ctx: Context, scores: jax.Array) -> Relaxed:
+  """The soft top-k of ``scores`` float32[B, T] pooled per row, its hard
+  top-k and their BCE (shared with the in-tower selector)."""
   soft = topk_lib.soft_topk(scores, ctx.k_row, ctx.visual)
   pooled = jnp.where(ctx.visual, 0, -1)
   hard = top_k_in_group(jax.lax.stop_gradient(scores), pooled,
