@@ -87,7 +87,7 @@ def _reference_logits(jx, arrays, keep_index, j):
   return np.asarray(model.head(hidden))
 
 
-@pytest.mark.parametrize("j,per_image", [(1, False), (2, True)])
+@pytest.mark.parametrize("j,per_image", [(2, True)])
 def test_in_tower_selection_equals_the_tower_with_dropped_patches_cut(
     jx, j, per_image):
   inputs = _batch_inputs(np.random.default_rng(1))
@@ -108,14 +108,6 @@ def test_in_tower_selection_equals_the_tower_with_dropped_patches_cut(
     k0 = keep[0][keep[0] >= 0]
     first = np.flatnonzero(vis[0])[:15]
     assert np.isin(k0, first).sum() == 4 and vis[0][k0].sum() == 11
-  # the kept tokens are the block scorer's top-k (pooled per row)
-  if not per_image:
-    for r in range(2):
-      pos = np.flatnonzero(vis[r])
-      top = pos[np.argsort(-out.scores[r, pos], kind="stable")[
-          :int(np.floor(pos.size * budget))]]
-      np.testing.assert_array_equal(np.sort(top), keep[r][vis[r][
-          np.maximum(keep[r], 0)] & (keep[r] >= 0)])
   # Bucketed keep_index to the prepared length (as the program saw it).
   kpad = np.full((2, prep.arrays["input_ids"].shape[1]), -1, np.int32)
   kpad[:, :keep.shape[1]] = keep
@@ -133,7 +125,135 @@ def test_select_at_the_towers_end_is_the_post_tower_selector(jx):
   np.testing.assert_array_equal(a.keep_index, b.keep_index)
   c = jx.forward(**inputs, budget=0.2, select_at=1)
   assert not np.array_equal(a.keep_index, c.keep_index)
+  vis = (inputs["input_ids"] == IMAGE) | (inputs["input_ids"] == VIDEO)
+  for r in range(2):  # pooled: floor(N * 0.2) of each row, the top scores
+    k = c.keep_index[r][c.keep_index[r] >= 0]
+    pos = np.flatnonzero(vis[r])
+    n = int(np.floor(pos.size * 0.2))
+    top = pos[np.argsort(-c.scores[r, pos], kind="stable")[:n]]
+    np.testing.assert_array_equal(np.sort(top), k[vis[r][k]])
   with pytest.raises(ValueError, match="select_at must be an int"):
     jx.forward(**inputs, budget=0.2, select_at=99)
   with pytest.raises(ValueError, match="learned selector"):
     jx.forward(**inputs, budget=0.2, select_at=1, method="fastv")
+
+
+# -- training (relaxed) and the soft mask "attn_bias" -----------------------
+
+from vselect_jax import methods  # noqa: E402
+from vselect_jax.forward import Selection, forward  # noqa: E402
+from vselect_jax.methods.base import (IN_VISION, PRE_LLM, Choice,  # noqa
+                                      Method, Relaxed)
+from vselect_jax.selector import topk  # noqa: E402
+
+
+def _fixed(stage, mask_fn):
+  """A test method keeping the positions ``mask_fn(ctx)`` (relax: the same
+  mask as the soft mask, or the soft top-k of ``ctx.options`` scores)."""
+  def select(ctx):
+    m = mask_fn(ctx) & ctx.visual
+    return Choice(m, m.astype(jnp.float32))
+
+  def relax(ctx):
+    m = (mask_fn(ctx) & ctx.visual).astype(jnp.float32)
+    return Relaxed(m, m, jnp.float32(0))
+  return Method(f"fixed_{stage}", stage, select, relax=relax,
+                block=(lambda model, o: 1) if stage == IN_VISION else None)
+
+
+@pytest.fixture
+def fixed_methods(monkeypatch):
+  pattern = lambda ctx: (jnp.arange(ctx.visual.shape[1]) % 3 != 1)[None]
+  registry = dict(methods._discover())
+  for stage in (PRE_LLM, IN_VISION):
+    m = _fixed(stage, pattern)
+    registry[m.name] = m
+  monkeypatch.setattr(methods, "_REGISTRY", registry)
+
+
+@pytest.mark.parametrize("stage", [PRE_LLM, IN_VISION])
+def test_attn_bias_at_zero_one_is_dropping(jx, fixed_methods, stage):
+  inputs = _batch_inputs(np.random.default_rng(3))
+  arrays = {k: jnp.asarray(v) for k, v in jx.prepare(**inputs).arrays.items()}
+  t = arrays["input_ids"].shape[1]
+  zeros = jnp.zeros((2, t), jnp.int32)
+  name = f"fixed_{stage}"
+  soft = forward(jx.module, arrays, Selection(name, zeros, zeros[:, 0]),
+                 relaxed=True, soft_mask="attn_bias")
+  hard = forward(jx.module, arrays, Selection(
+      name, zeros, zeros[:, 0], size=t, vision_size=64), with_view=False)
+  keep = np.asarray(hard.keep_index)
+  live = keep >= 0
+  a = np.asarray(soft.hidden)[np.arange(2)[:, None], np.maximum(keep, 0)]
+  err = np.abs(a - np.asarray(hard.hidden))[live].max()
+  assert err <= 1e-5, err
+  # "scale" at the same mask is not dropping (the pre-norm undoes it).
+  scaled = forward(jx.module, arrays, Selection(name, zeros, zeros[:, 0]),
+                   relaxed=True, soft_mask="scale")
+  b = np.asarray(scaled.hidden)[np.arange(2)[:, None], np.maximum(keep, 0)]
+  assert np.abs(b - np.asarray(hard.hidden))[live].max() > 1e-3
+
+
+def test_attn_bias_gradient_to_the_soft_topk_matches_finite_differences(jx):
+  inputs = _batch_inputs(np.random.default_rng(4))
+  arrays = {k: jnp.asarray(v) for k, v in jx.prepare(**inputs).arrays.items()}
+  visual = arrays["visual_index"] >= 0
+  t = visual.shape[1]
+  rng = np.random.default_rng(0)
+  base = jnp.asarray(rng.standard_normal((2, t)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((2, t, jx.config.text.hidden_size)),
+                  jnp.float32)
+  k_row = jnp.asarray([5, 7], jnp.int32)
+
+  def relax(ctx, scores):
+    soft = topk.soft_topk(scores, ctx.k_row, ctx.visual)
+    return Relaxed(soft, soft, jnp.float32(0))
+
+  @jax.jit
+  def loss(scores):
+    m = Method("fd", IN_VISION, lambda ctx: None, block=lambda *_: 1,
+               relax=lambda ctx: relax(ctx, scores))
+    registry = dict(methods._discover(), fd=m)
+    old, methods._REGISTRY = methods._REGISTRY, registry
+    try:
+      out = forward(jx.module, arrays, Selection(
+          "fd", jnp.where(visual, k_row[:, None], 0), k_row),
+                    relaxed=True, soft_mask="attn_bias")
+    finally:
+      methods._REGISTRY = old
+    return jnp.sum(out.hidden * w)
+
+  g = jax.jit(jax.grad(loss))(base)
+  assert np.abs(np.asarray(g)[~np.asarray(visual)]).max() == 0
+  assert np.abs(np.asarray(g)).max() > 0
+  for seed in range(2):
+    d = jnp.asarray(np.random.default_rng(10 + seed).standard_normal(
+        (2, t)), jnp.float32) * visual
+    eps = 1e-2
+    fd = (loss(base + eps * d) - loss(base - eps * d)) / (2 * eps)
+    an = jnp.sum(g * d)
+    assert abs(float(fd - an)) <= 2e-2 * abs(float(an)) + 1e-3, (fd, an)
+
+
+def test_in_tower_training_step_trains_the_block_scorer_only(jx):
+  from tests.train_utils import packed_batch
+  from vselect_jax.host import train_batch as batch_lib
+  from vselect_jax.training import loop, optim
+  from vselect_jax.training import step as step_lib
+  parts = step_lib.Parts(scorer="block_scorer")
+  tx = optim.make_optimizer(1e-2, 10, warmup_ratio=0.0)
+  graphdef, state = step_lib.init_state(jx.module, tx, parts)
+  names = {"/".join(map(str, p)) for p, _ in state.trainable.flat_state()}
+  assert names and all("block_scorer" in n for n in names)
+  before = {n: np.asarray(v.get_value())
+            for n, v in state.trainable.flat_state()}
+  fn = jax.jit(step_lib.make_train_step(
+      graphdef, tx, optim.reg_weight_schedule(0.1, 2.0, 10), parts=parts,
+      select_at=2))
+  host = batch_lib.prepare_train_batch(jx.config, packed_batch(3))
+  state, m = fn(state, host, loop.rows_k(host, 0.3))
+  assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
+  assert abs(float(m["kept_fraction"]) - 0.3) < 0.1
+  moved = [n for n, v in state.trainable.flat_state()
+           if not np.array_equal(np.asarray(v.get_value()), before[n])]
+  assert moved

@@ -40,15 +40,20 @@ class Parts:
   tune_mm_mlp: bool = False
   tune_mm_llm: bool = False
   tune_compressor: bool = True
+  # Which scorer trains with the compressor: "importance_scorer" (after the
+  # tower) or "block_scorer" (inside it, ``config.select_at``; the loop sets
+  # it, train_parts does not take it).
+  scorer: str = "importance_scorer"
 
   @classmethod
   def from_config(cls, config) -> "Parts":
     """From ``config.train_parts`` (a mapping), defaults where absent."""
     given = dict(config.get("train_parts", None) or {})
-    unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "scorer"]
+    unknown = set(given) - set(known)
     if unknown:
       raise ValueError(f"unknown train_parts keys {sorted(unknown)}; known: "
-                       f"{[f.name for f in dataclasses.fields(cls)]}")
+                       f"{known}")
     return cls(**{k: bool(v) for k, v in given.items()})
 
   @property
@@ -57,7 +62,8 @@ class Parts:
 
   def filter(self):
     """An NNX filter selecting the trainable parameters."""
-    if not any(dataclasses.astuple(self)):
+    if not (self.tune_mm_vision or self.tune_mm_mlp or self.tune_mm_llm or
+            self.tune_compressor):
       raise ValueError("train_parts: nothing to train")
 
     def trainable(path, value) -> bool:
@@ -65,8 +71,8 @@ class Parts:
         return False
       keys = [str(p) for p in path]
       if keys[0] == "visual":
-        if "importance_scorer" in keys:
-          return self.tune_compressor
+        if "importance_scorer" in keys or "block_scorer" in keys:
+          return self.tune_compressor and self.scorer in keys
         if "merger" in keys:
           return self.tune_mm_mlp
         return self.tune_mm_vision
@@ -103,7 +109,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     reg_weight: Callable, *, grad_accum: int = 1,
                     remat: bool = True, compute_dtype=None,
                     parts: Parts = Parts(),
-                    ce_weighting: CEWeighting = CEWeighting()):
+                    ce_weighting: CEWeighting = CEWeighting(),
+                    select_at: int | None = None, soft_mask: str = "scale"):
   """Builds ``step(state, batch, k_row) -> (state, metrics)``.
 
   Args:
@@ -117,7 +124,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       the optimizer updates.
     parts: what trains (must match ``init_state``).
     ce_weighting: how the CE averages supervised tokens (``loss``).
+    select_at: train the in-tower scorer after this many vision blocks
+      (method "tower_selector"; ``parts.scorer`` must be "block_scorer");
+      None: the post-tower selector.
+    soft_mask: "scale" (the reference) or "attn_bias" (``forward``).
   """
+  if select_at is None:
+    method, options = "selector", ()
+  else:
+    method, options = "tower_selector", (("block", int(select_at)),)
 
   def loss_fn(trainable, frozen, batch, k_row, w):
     if compute_dtype is not None:
@@ -134,8 +149,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     # The training path: the scorer's soft top-k scales the visual tokens,
     # pooled over each row (as the reference pools over a micro-batch).
     k_token = jnp.where(visual, k_row[:, None], 0)
-    out = forward(model, batch, Selection("selector", k_token, k_row),
-                  relaxed=True, remat=remat, vision_grad=parts.vision_trains)
+    out = forward(model, batch, Selection(method, k_token, k_row,
+                                          options=options),
+                  relaxed=True, remat=remat, vision_grad=parts.vision_trains,
+                  soft_mask=soft_mask)
     soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
     ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"],
                                  ce_weighting)
