@@ -26,7 +26,9 @@ def jx(tmp_path_factory):
     for proj in (scorer.q_proj, scorer.k_proj):
       proj.kernel.set_value(rng.standard_normal(proj.kernel.shape).astype(
           np.float32))
-  return vselect_jax.VisionLanguageModel(model.config, model.module)
+  out = vselect_jax.VisionLanguageModel(model.config, model.module)
+  out.hf_path = str(path)
+  return out
 
 
 def _batch_inputs(rng):
@@ -76,7 +78,7 @@ def _reference_logits(jx, arrays, keep_index, j):
 
   lay = {k: b[k] for k in ("patch_index", "window_seg", "frame_seg",
                            "rot_pos", "merged_index", "merged_valid")}
-  merged = jax.vmap(row)(b["pixel_values"], lay, slot_kept)
+  merged = jax.jit(jax.vmap(row))(b["pixel_values"], lay, slot_kept)
   tokens, visual = place(merged, vi)
   x = model.model.embed_tokens(b["input_ids"])
   x = jnp.where(visual[..., None], tokens, x)
@@ -249,11 +251,31 @@ def test_in_tower_training_step_trains_the_block_scorer_only(jx):
             for n, v in state.trainable.flat_state()}
   fn = jax.jit(step_lib.make_train_step(
       graphdef, tx, optim.reg_weight_schedule(0.1, 2.0, 10), parts=parts,
-      select_at=2))
-  host = batch_lib.prepare_train_batch(jx.config, packed_batch(3))
+      remat=False, select_at=2))
+  host = batch_lib.prepare_train_batch(jx.config, packed_batch(
+      3, rows=1, length=64, patches=128))
   state, m = fn(state, host, loop.rows_k(host, 0.3))
   assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
   assert abs(float(m["kept_fraction"]) - 0.3) < 0.1
   moved = [n for n, v in state.trainable.flat_state()
            if not np.array_equal(np.asarray(v.get_value()), before[n])]
   assert moved
+
+
+def test_block_scorer_exports_to_pytorch_and_loads_back(jx, tmp_path):
+  from flax import nnx
+  from vselect_jax.checkpoint import scorer_export
+  tree = nnx.state(jx.module, nnx.Param).to_pure_dict()
+  tensors = scorer_export.scorer_tensors(tree, scorer="block_scorer")
+  dv = jx.config.vision.hidden_size * 4
+  assert tensors["visual.block_scorer.q_proj.weight"].shape == (dv // 2, dv)
+  src = tmp_path / "scorer.safetensors"
+  scorer_export.write_tensors(tensors, str(src), "float32")
+  with pytest.raises(KeyError, match="expected the scorer tensors"):
+    scorer_export.load_scorer(str(src))          # not the LIS's names
+  scorer_export.merge_into(str(src), jx.hf_path, str(tmp_path / "merged"),
+                           "float32", scorer="block_scorer")
+  back = vselect_jax.from_pretrained(str(tmp_path / "merged"))
+  np.testing.assert_array_equal(
+      np.asarray(back.module.visual.block_scorer.q_proj.kernel.get_value()),
+      np.asarray(jx.module.visual.block_scorer.q_proj.kernel.get_value()))
