@@ -38,7 +38,8 @@ def test_filters_follow_the_flags(model_dir):
           lambda n: "/merger/" in n,
       step_lib.Parts(tune_mm_vision=True, tune_compressor=False):
           lambda n: n.startswith("visual/") and "/merger/" not in n
-          and "importance_scorer" not in n,
+          and "importance_scorer" not in n and "block_scorer" not in n,
+      step_lib.Parts(scorer="block_scorer"): lambda n: "block_scorer" in n,
   }
   everything = _names(nnx.state(m, nnx.Param))
   for parts, expect in cases.items():
