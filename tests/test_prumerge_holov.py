@@ -1,6 +1,7 @@
 """PruMerge+ and HoloV: each algorithm step hand-checked on small
 constructed inputs, the faithful switches reproducing the reference's
 quirks, and sharded equal to unsharded (images and a video)."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +11,16 @@ from tests import hf_tiny
 from tests.hf_tiny import END, IMAGE, START, VIDEO
 from vselect_jax import sharding as shard_lib
 from vselect_jax.methods import holov, prumerge
+
+# One compiled program per helper instead of many eager ops (test time).
+iqr_outliers = jax.jit(prumerge.iqr_outliers)
+priority = jax.jit(prumerge.priority)
+merge_neighbours = jax.jit(prumerge.merge_neighbours,
+                           static_argnames="neighbours")
+misalign = jax.jit(prumerge.misalign)
+crop_ids = jax.jit(holov.crop_ids)
+allocation = jax.jit(holov.allocation)
+holov_mask = jax.jit(holov.holov_mask)
 
 # Two groups in one row: 10 tokens (scores 1..9 and an outlier 50) and 5
 # tokens (1, 1, 1, 1, 9), text around them.
@@ -26,7 +37,7 @@ def _k(k0, k1):
 def test_prumerge_iqr_outliers():
   # Group 0: Q1 = 3.25, Q3 = 7.75 (np.percentile), bound 14.5: only 50.
   # Group 1: Q1 = Q3 = 1, bound 1: only 9.
-  out = np.asarray(prumerge.iqr_outliers(SCORES, GROUP))[0]
+  out = np.asarray(iqr_outliers(SCORES, GROUP))[0]
   np.testing.assert_array_equal(np.flatnonzero(out), [10, 16])
   assert np.percentile(SCORES[0, 1:11], 75) + 1.5 * (
       np.percentile(SCORES[0, 1:11], 75) -
@@ -35,7 +46,7 @@ def test_prumerge_iqr_outliers():
 
 def test_prumerge_outliers_then_grid_then_fill():
   fill = -jnp.asarray(SCORES)
-  order = np.asarray(prumerge.priority(SCORES, GROUP, _k(4, 2), fill))[0]
+  order = np.asarray(priority(SCORES, GROUP, _k(4, 2), fill))[0]
   # Group 0 (N = 10, k = 4, grid step 10 // 4 = 2): the outlier (pos 10),
   # then grid ranks 0, 2, 4, 6, 8 (pos 1, 3, 5, 7, 9), then the rest by
   # score: pos 8, 6, 4, 2.
@@ -46,20 +57,20 @@ def test_prumerge_outliers_then_grid_then_fill():
   # k = 8: step 10 // 8 = 1, the grid is every token: the outlier, then
   # the first 7 by position; group 1 (k = 4): pos 16, then 12, 13, 14.
   k = _k(8, 4)
-  best = np.asarray(prumerge.priority(SCORES, GROUP, k, fill))[0]
+  best = np.asarray(priority(SCORES, GROUP, k, fill))[0]
   np.testing.assert_array_equal(np.flatnonzero((GROUP[0] >= 0) &
                                                (best < k[0])),
                                 [1, 2, 3, 4, 5, 6, 7, 10, 12, 13, 14, 16])
   # The grid has ceil(N / (N // k)) >= k tokens, so outliers + grid always
   # cover k: the reference's (random) fill can never be reached.
   for k0 in range(1, 11):
-    order = np.asarray(prumerge.priority(SCORES, GROUP, _k(k0, 1), fill))[0]
+    order = np.asarray(priority(SCORES, GROUP, _k(k0, 1), fill))[0]
     chosen = np.flatnonzero((GROUP[0] == 0) & (order < k0))
     assert len(chosen) == k0 and 10 in chosen
     grid = [1 + r for r in range(0, 10, max(1, 10 // k0))]
     assert set(chosen) <= set(grid) | {10}
   # k <= iqr: the top k by score (here the single outlier of each group).
-  top = np.asarray(prumerge.priority(SCORES, GROUP, _k(1, 1), fill))[0]
+  top = np.asarray(priority(SCORES, GROUP, _k(1, 1), fill))[0]
   np.testing.assert_array_equal(np.flatnonzero(top == 0), [10, 16])
 
 
@@ -70,13 +81,13 @@ def test_prumerge_merges_the_key_nearest_neighbours():
                       [0, 0, 0, 1]]], np.float32)
   w = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
   group = np.zeros((1, 4), np.int32)
-  out = np.asarray(prumerge.merge_neighbours(tokens, keys, w, group,
+  out = np.asarray(merge_neighbours(tokens, keys, w, group,
                                              neighbours=1))[0]
   # x_i + a_j x_j with j the nearest other key: 0<->1, 2<->3.
   np.testing.assert_allclose(out, [[1, .2, 0, 0], [.1, 1, 0, 0],
                                    [0, 0, 1, .4], [0, 0, .3, 1]], atol=1e-6)
   # With more neighbours than members, every other member (weights).
-  out = np.asarray(prumerge.merge_neighbours(tokens, keys, w, group))[0]
+  out = np.asarray(merge_neighbours(tokens, keys, w, group))[0]
   np.testing.assert_allclose(out[0], [1, .2, .3, .4], atol=1e-6)
 
 
@@ -86,7 +97,7 @@ def test_prumerge_faithful_scatter_misaligns_features():
   selected = np.array([[False, True, False, True, True, False]])
   # Keep order: pos 4 first, then 1, then 3.
   order = np.array([[9, 1, 9, 2, 0, 9]], np.int32)
-  out = np.asarray(prumerge.misalign(tokens, order, group, selected))[0, :, 0]
+  out = np.asarray(misalign(tokens, order, group, selected))[0, :, 0]
   # Ascending kept positions 1, 3, 4 get the features of 4, 1, 3.
   np.testing.assert_array_equal(out, [0, 40, 20, 10, 30, 50])
 
@@ -97,13 +108,13 @@ def test_holov_crops_and_allocation_by_hand():
   # P = max(1, 16 N // (9 k)): 96 // 36 = 2 crops of 3; 144 // 18 = 8
   # crops of ceil(9 / 8) = 2 -> 5 chunks (as torch.chunk).
   np.testing.assert_array_equal(
-      np.asarray(holov.crop_ids(group, k))[0],
+      np.asarray(crop_ids(group, k))[0],
       [-1, 0, 0, 0, 1, 1, 1, -1, 0, 0, 1, 1, 2, 2, 3, 3, 4])
   crop = np.array([[-1, 0, 0, 1, 1, 2, 2, -1, 0, 0, 1, 1, 2, 2, 3, 3, 4]],
                   np.int32)
   score = np.array([[0, 1, 1, 3, 3, 2, 2, 0, 1, 1, 1, 1, 1, 1, 1, 1, 5]],
                    np.float32)
-  alloc = np.asarray(holov.allocation(score, group, crop, k))[0]
+  alloc = np.asarray(allocation(score, group, crop, k))[0]
   # Group 0: weights 1/6, 1/2, 1/3 of k = 4 -> floors 0, 2, 1, the
   # remainder 1 to the heaviest crop: 0, 3, 1.
   np.testing.assert_array_equal(alloc[1:7], [0, 0, 3, 3, 1, 1])
@@ -120,9 +131,9 @@ def test_holov_keeps_top_attention_per_crop_and_fills_to_k():
   # crop weights follow the variance term.
   tokens = np.array([[[1, 0], [0, 1], [-1, 0], [1, .1], [1, .2], [1, .3]]],
                     np.float32)
-  sel, score = holov.holov_mask(attn, tokens, group, k)
-  crop = np.asarray(holov.crop_ids(group, k))
-  alloc = np.asarray(holov.allocation(score, group, crop, k))[0]
+  sel, score = holov_mask(attn, tokens, group, k)
+  crop = np.asarray(crop_ids(group, k))
+  alloc = np.asarray(allocation(score, group, crop, k))[0]
   sel = np.asarray(sel)[0]
   assert sel.sum() == 4
   for c, members in ((0, [0, 1, 2]), (1, [3, 4, 5])):
@@ -133,7 +144,7 @@ def test_holov_keeps_top_attention_per_crop_and_fills_to_k():
   # attention elsewhere (exactly k).
   crop = np.array([[0, 1, 1, 1, 1, 1]], np.int32)
   score = np.array([[100, 1, 1, 1, 1, 1]], np.float32)
-  assert np.asarray(holov.allocation(score, group, crop, k))[0, 0] == 4
+  assert np.asarray(allocation(score, group, crop, k))[0, 0] == 4
 
 
 @pytest.fixture(scope="module")
@@ -149,89 +160,85 @@ def model(hf_dir):
   return vselect_jax.from_pretrained(hf_dir)
 
 
-def _two_images(rng, grid):
-  ids = np.array([[1, 2] + hf_tiny.block(IMAGE, grid) + [3] +
-                  hf_tiny.block(IMAGE, [1, 4, 4]) + [4]])
-  pix = np.concatenate([hf_tiny.pixels(rng, grid),
-                        hf_tiny.pixels(rng, [1, 4, 4])])
-  return dict(input_ids=ids, pixel_values=pix,
-              image_grid_thw=[grid, [1, 4, 4]])
+def _rows(rng, grid):
+  """Row 0: an image of ``grid`` (15 tokens, several windows); row 1: a
+  two-frame video (8 tokens). Left padded."""
+  vid = [2, 4, 4]
+  rows = [[1, 2] + hf_tiny.block(IMAGE, grid) + [5],
+          [3] + hf_tiny.block(VIDEO, vid) + [6, 7]]
+  ids, mask = hf_tiny.left_padded(rows)
+  return dict(input_ids=ids, attention_mask=mask,
+              pixel_values=hf_tiny.pixels(rng, grid), image_grid_thw=[grid],
+              pixel_values_videos=hf_tiny.pixels(rng, vid),
+              video_grid_thw=[vid])
+
+
+GRIDS = ([1, 6, 10], [1, 10, 6])      # same buckets, different images
+K_IMAGE, K_VIDEO = int(15 * 0.3), int(8 * 0.3)
 
 
 def _kept(ids, out):
-  return ids[out.keep_index[0][out.keep_index[0] >= 0]]
+  """Per row, the kept token ids (-1 for padding)."""
+  kept = np.take_along_axis(ids, np.maximum(out.keep_index, 0), 1)
+  return np.where(out.keep_index >= 0, kept, -1)
+
+
+def _exact_k(model, method):
+  """Forward on both batches; exactly k per item, nothing else dropped,
+  one compile. Returns the last batch and its output."""
+  before = model.num_compiles
+  for grid in GRIDS:
+    inputs = _rows(np.random.default_rng(1), grid)
+    ids = inputs["input_ids"]
+    out = model.forward(**inputs, budget=0.3, method=method, per_image=True)
+    kept = _kept(ids, out)
+    assert (kept[0] == IMAGE).sum() == K_IMAGE
+    assert (kept[1] == VIDEO).sum() == K_VIDEO
+    for r in range(2):
+      assert ((kept[r] != IMAGE) & (kept[r] != VIDEO) & (kept[r] >= 0)
+              ).sum() == ((ids[r] != IMAGE) & (ids[r] != VIDEO) &
+                          (inputs["attention_mask"][r] > 0)).sum()
+  assert model.num_compiles == before + 1
+  return inputs, out
 
 
 def test_prumerge_keeps_exactly_k_and_faithful_misaligns(model):
-  jx = vselect_jax.VisionLanguageModel(model.config, model.module)
-  rng = np.random.default_rng(0)
-  for grid in ([1, 6, 10], [1, 10, 6]):  # same buckets, different images
-    inputs = _two_images(rng, grid)
-    ids = inputs["input_ids"][0]
-    a = jx.forward(**inputs, budget=0.3, method="prumerge")
-    n = (ids == IMAGE).sum()
-    assert (_kept(ids, a) == IMAGE).sum() == max(1, int(n * 0.3))
-    assert (_kept(ids, a) != IMAGE).sum() == (ids != IMAGE).sum()
-  assert jx.num_compiles == 1
+  inputs, a = _exact_k(model, "prumerge")
   # Faithful: the same kept positions (outliers + grid), but the merged
   # features are scattered in keep order, so the logits change.
-  b = jx.forward(**inputs, budget=0.3, method="prumerge",
-                 options={"faithful": True})
+  b = model.forward(**inputs, budget=0.3, method="prumerge", per_image=True,
+                    options={"faithful": True})
   np.testing.assert_array_equal(a.keep_index, b.keep_index)
   assert np.abs(a.logits - b.logits).max() > 1e-3
 
 
 def test_holov_keeps_exactly_k_and_faithful_quirks(model):
-  jx = vselect_jax.VisionLanguageModel(model.config, model.module)
-  rng = np.random.default_rng(0)
-  for grid in ([1, 6, 10], [1, 10, 6]):
-    inputs = _two_images(rng, grid)
-    ids = inputs["input_ids"][0]
-    a = jx.forward(**inputs, budget=0.3, method="holov")
-    k = max(1, int((ids == IMAGE).sum() * 0.3))
-    assert (_kept(ids, a) == IMAGE).sum() == k
-    assert (_kept(ids, a) != IMAGE).sum() == (ids != IMAGE).sum()
-  assert jx.num_compiles == 1
-  b = jx.forward(**inputs, budget=0.3, method="holov",
-                 options={"faithful": True})
-  # Scores in window order: the first image's token scores differ from the
+  inputs, a = _exact_k(model, "holov")
+  ids = inputs["input_ids"]
+  b = model.forward(**inputs, budget=0.3, method="holov", per_image=True,
+                    options={"faithful": True})
+  # Scores in window order: the image's token scores differ from the
   # raster ones (shifted one early with the span).
-  first = np.flatnonzero(ids == IMAGE)[:12]
+  first = np.flatnonzero(ids[0] == IMAGE)
   assert not np.allclose(a.scores[0, first], b.scores[0, first - 1])
   # The span starts at <|vision_start|>: k decisions over the start token
-  # and all image tokens but the last, which is always kept.
+  # and every item token but the last, which is always kept.
   kept = _kept(ids, b)
-  assert (kept == IMAGE).sum() + (kept == START).sum() - 2 == k
-  last = [i for i in range(len(ids) - 1) if ids[i] == IMAGE and
-          ids[i + 1] == END]
-  assert set(last) <= set(b.keep_index[0])
-
-
-def _rows(rng):
-  img, vid = [1, 6, 10], [2, 4, 4]
-  rows = [[1, 2] + hf_tiny.block(IMAGE, img) + [5],
-          [3] + hf_tiny.block(VIDEO, vid) + [6, 7]]
-  ids, mask = hf_tiny.left_padded(rows)
-  return dict(input_ids=ids, attention_mask=mask,
-              pixel_values=hf_tiny.pixels(rng, img), image_grid_thw=[img],
-              pixel_values_videos=hf_tiny.pixels(rng, vid),
-              video_grid_thw=[vid])
+  for r, (tok, k) in enumerate(((IMAGE, K_IMAGE), (VIDEO, K_VIDEO))):
+    assert (kept[r] == tok).sum() + (kept[r] == START).sum() - 1 == k
+    last = np.flatnonzero((ids[r, :-1] == tok) & (ids[r, 1:] == END))
+    assert set(last) <= set(b.keep_index[r])
+  # By default the start tokens are never dropped.
+  assert ((_kept(ids, a) == START).sum(1) == 1).all()
 
 
 def test_sharded_equals_unsharded(hf_dir, model):
-  one = model
   many = vselect_jax.from_pretrained(
       hf_dir, mesh=shard_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
-  inputs = _rows(np.random.default_rng(1))
-  ids = inputs["input_ids"]
+  # The unsharded programs are the ones compiled above (same bucket).
+  inputs = _rows(np.random.default_rng(2), GRIDS[1])
   for method in ("prumerge", "holov"):
-    a = one.forward(**inputs, budget=0.3, method=method, per_image=True)
+    a = model.forward(**inputs, budget=0.3, method=method, per_image=True)
     b = many.forward(**inputs, budget=0.3, method=method, per_image=True)
     np.testing.assert_array_equal(b.keep_index, a.keep_index)
     np.testing.assert_allclose(b.logits, a.logits, atol=1e-5, rtol=1e-5)
-    # The video is pruned too: k of its 8 tokens.
-    kept = np.take_along_axis(ids, np.maximum(a.keep_index, 0), 1)
-    kept = np.where(a.keep_index >= 0, kept, -1)
-    assert (kept[1] == VIDEO).sum() == max(1, int(8 * 0.3))
-    assert (kept[0] == IMAGE).sum() == max(1, int(15 * 0.3))
-    assert (kept[0] != IMAGE).sum() == (ids[0] != IMAGE).sum()
