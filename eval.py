@@ -107,6 +107,25 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
                  help="shard the model over the devices (parameters by the "
                  "training's logical-axis rules, batch rows over data); "
                  "one size may be -1 (the rest), e.g. fsdp=-1")
+  from vselect_jax.eval.video import VideoSampling
+  v = VideoSampling()
+  g = p.add_argument_group("video frames (the reference's lmms-eval "
+                           "Qwen2.5-VL sampling)")
+  g.add_argument("--video-fps", type=float, default=v.fps,
+                 help="qwen_vl_utils sampling rate")
+  g.add_argument("--video-min-frames", type=int, default=v.min_frames)
+  g.add_argument("--video-max-frames", type=int, default=v.max_frames)
+  g.add_argument("--video-min-pixels", type=int, default=v.min_pixels)
+  g.add_argument("--video-max-pixels", type=int, default=v.max_pixels,
+                 help="per-frame area cap")
+  g.add_argument("--video-total-pixels", type=int, default=v.total_pixels,
+                 help="area over all sampled frames (lowers the cap)")
+  g.add_argument("--max-num-frames", type=int, default=v.max_num_frames,
+                 help="frames kept of the sampled ones (uniform, + the "
+                 "last)")
+  g.add_argument("--video-processor-fps", type=float,
+                 default=v.processor_fps,
+                 help="second_per_grid_ts = 2 / this (the processor's)")
   p.add_argument("--no-progress", action="store_true")
 
 
@@ -123,6 +142,7 @@ def _family(model: str):
 def _settings(args):
   """EvalSettings from the flags; ValueError names a bad one."""
   from vselect_jax.eval import runner
+  from vselect_jax.eval.video import VideoSampling
   if args.jpeg_quality < 0:
     raise ValueError(f"--jpeg-quality must be in [0, 100] (0 disables), got "
                      f"{args.jpeg_quality}")
@@ -133,7 +153,15 @@ def _settings(args):
                                                      "qwen2_5_vl"],
       jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
       seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
-      skip_bad=args.skip_bad, prefetch=args.prefetch)
+      skip_bad=args.skip_bad, prefetch=args.prefetch,
+      video=VideoSampling(
+          fps=args.video_fps, min_frames=args.video_min_frames,
+          max_frames=args.video_max_frames,
+          min_pixels=args.video_min_pixels,
+          max_pixels=args.video_max_pixels,
+          total_pixels=args.video_total_pixels,
+          max_num_frames=args.max_num_frames,
+          processor_fps=args.video_processor_fps))
 
 
 def _load(args):

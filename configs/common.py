@@ -14,6 +14,14 @@ def base_config() -> ml_collections.ConfigDict:
   # Qwen reference) or "sample" (each sample of a row on its own, as the
   # LLaVA-OV-1.5 reference with one sample per device).
   c.selection_pool = "row"
+  # Where selection happens: None (or the tower's depth) after the vision
+  # tower (the reference); j: after vision block j, training the in-tower
+  # scorer visual.block_scorer (docs/dev-notes/intower.md).
+  c.select_at = ml_collections.config_dict.placeholder(int)
+  # How the soft mask m enters training: "scale" multiplies (the
+  # reference); "attn_bias" adds log(m) to every attention logit of the
+  # token's keys (m -> 0 is dropping).
+  c.soft_mask = "scale"
   # The global batch: packed rows per optimizer step, all hosts together
   # (rows, not samples: a row holds as many samples as fit, so rows are the
   # exact count; data.mean_samples_per_row converts). Each host feeds

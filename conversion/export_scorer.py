@@ -32,7 +32,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vselect_jax.checkpoint.scorer_export import DTYPES, export, merge_into
+from vselect_jax.checkpoint.scorer_export import (DTYPES, SCORERS, export,
+                                                  merge_into)
 
 
 def main(argv=None) -> int:
@@ -54,16 +55,21 @@ def main(argv=None) -> int:
   parser.add_argument("--link", action="store_true",
                       help="with --merge-into: hard-link the base's weight "
                       "shards instead of copying them")
+  parser.add_argument("--scorer", default="importance_scorer",
+                      choices=sorted(SCORERS),
+                      help="block_scorer: the in-tower scorer "
+                      "(train.py --config.select_at=j)")
   args = parser.parse_args(argv)
   if args.link and not args.merge_into:
     parser.error("--link needs --merge-into")
   try:
     if args.merge_into:
       merge_into(args.src, args.merge_into, args.dst, args.dtype,
-                 link=args.link, overwrite=args.overwrite)
+                 link=args.link, overwrite=args.overwrite,
+                 scorer=args.scorer)
     else:
       export(args.src, args.dst, args.dtype, overwrite=args.overwrite,
-             family=args.family)
+             family=args.family, scorer=args.scorer)
   except (KeyError, OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -119,6 +119,8 @@ def _vision(model, pixel_values, layout):
 def _place(model, ids, index, merged):
   """Token embeddings with the batch's merged tokens at their pads."""
   x = model.model.embed_tokens(ids)
+  if merged is None:  # text only
+    return x
   vis = jnp.take(merged.astype(x.dtype), jnp.maximum(index, 0), axis=0)
   return jnp.where((index >= 0)[..., None], vis, x)
 

@@ -104,9 +104,18 @@ def test_task_table_generation_settings():
       "scienceqa": ("scienceqa_img", 16), "ai2d": ("ai2d_no_mask", 16),
       "mmmu": ("mmmu_val", 16), "mme": ("mme", 16), "pope": ("pope", 128),
       # Ours, not the reference's: the synthetic world has no lmms-eval name.
-      "world": ("", 4)}
+      "world": ("", 4),
+      "mmbench_en_dev": ("mmbench_en_dev", 1024),
+      "mmbench_cn_dev": ("mmbench_cn_dev", 256),
+      "videomme": ("videomme", 16),
+      "videomme_w_subtitle": ("videomme_w_subtitle", 16),
+      "mlvu_dev": ("mlvu_dev", 16), "mvbench": ("mvbench", 16),
+      "longvideobench_val_v": ("longvideobench_val_v", 32),
+      "egoschema_subset": ("egoschema_subset", 16)}
   assert tasks.TASKS["textvqa"].stop == ("ASSISTANT:",)
-  assert all(t.stop == () for n, t in tasks.TASKS.items() if n != "textvqa")
+  assert tasks.TASKS["mmbench_en_dev"].stop == ("ASSISTANT:",)
+  assert all(t.stop == () for n, t in tasks.TASKS.items()
+             if n not in ("textvqa", "mmbench_en_dev"))
   with pytest.raises(KeyError, match="unknown task 'vqa'"):
     tasks.get_task("vqa")
 

@@ -82,7 +82,7 @@ def test_sweep_grid_is_checked_before_any_cell(data, no_model, tmp_path,
   assert _cli("sweep", good, tmp_path / "o", "--methods",
               "selector,bogus,random,nope", "--budgets", "0.5") == 2
   err = capsys.readouterr().err
-  assert "'bogus', 'nope'" in err and "known: selector," in err
+  assert "'bogus', 'nope'" in err and "known: dart, divprune," in err
   # Per-method options: dart pools over the prompt, no per-image budgets.
   assert _cli("sweep", good, tmp_path / "o", "--methods", "selector,dart",
               "--per-image") == 2

@@ -23,6 +23,7 @@ from etils.epath import gpath
 from fsspec.implementations.memory import MemoryFileSystem
 
 from vselect_jax import paths
+from vselect_jax.loading import load_model
 
 
 class FakeBucket(MemoryFileSystem):

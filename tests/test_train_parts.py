@@ -12,6 +12,7 @@ from tests import hf_tiny
 from tests.test_train_loop import _config
 from tests.train_utils import FakeData, packed_batch
 from vselect_jax.host import train_batch as batch_lib
+from vselect_jax.loading import load_model
 from vselect_jax.training import loop, optim
 from vselect_jax.training import step as step_lib
 
@@ -37,7 +38,8 @@ def test_filters_follow_the_flags(model_dir):
           lambda n: "/merger/" in n,
       step_lib.Parts(tune_mm_vision=True, tune_compressor=False):
           lambda n: n.startswith("visual/") and "/merger/" not in n
-          and "importance_scorer" not in n,
+          and "importance_scorer" not in n and "block_scorer" not in n,
+      step_lib.Parts(scorer="block_scorer"): lambda n: "block_scorer" in n,
   }
   everything = _names(nnx.state(m, nnx.Param))
   for parts, expect in cases.items():
@@ -108,7 +110,7 @@ def test_backbone_run_exports_an_hf_checkpoint(model_dir, tmp_path):
   c.train_parts = {"tune_mm_llm": True, "tune_mm_vision": True,
                    "tune_mm_mlp": True, "tune_compressor": False}
   out = loop.train(c, str(tmp_path / "w"), lambda c_, i, n: FakeData(1, i),
-                   model=vselect_jax.from_pretrained(model_dir),
+                   model=load_model(model_dir),
                    progress=False)
   hf_dir = tmp_path / "w" / "hf"
   assert not (tmp_path / "w" / "scorer.safetensors").exists()

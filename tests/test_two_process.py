@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 
-from vselect_jax.loading import load_model
 from tests import hf_tiny
 from tests.test_train_loop import _config
 from tests.train_utils import FakeData
@@ -52,9 +51,9 @@ def test_two_process_training_sees_the_one_process_global_batch(tmp_path):
        str(tmp_path / "work")], stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
   # Meanwhile, one process (8 devices, the same mesh) on the same batches.
-  one = loop.train(config(), str(tmp_path / "one"), host_share,
-                   model=load_model(str(tmp_path / "hf")),
-                   progress=False)
+  c = config()
+  c.model_path = str(tmp_path / "hf")
+  one = loop.train(c, str(tmp_path / "one"), host_share, progress=False)
   outs = []
   for p in procs:
     try:

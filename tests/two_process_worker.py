@@ -19,13 +19,14 @@ distributed.maybe_initialize(coordinator_address=f"127.0.0.1:{port}",
                              num_processes=2, process_id=proc)
 assert jax.process_count() == 2 and jax.device_count() == 8
 
-from vselect_jax.loading import load_model  # noqa: E402
 from tests.test_two_process import config, host_share  # noqa: E402
 from vselect_jax.training import loop  # noqa: E402
 
-result = loop.train(config(), workdir, host_share,
-                    model=load_model(model_dir),
-                    progress=False)
+# The production path: the loop loads the model straight onto the global
+# mesh (each process places its own devices' blocks).
+c = config()
+c.model_path = model_dir
+result = loop.train(c, workdir, host_share, progress=False)
 print(f"process {proc} done at step {result['step']} "
       f"loss {result['metrics']['loss']:.6f} "
       f"plan {result['plan'].describe()}", flush=True)

@@ -69,6 +69,7 @@ def _check_extras(extras: dict, where: str) -> None:
   if unknown:
     valid = list(PROCESSOR_INPUTS) + [
         "budget", "per_image", "method", "options", "seed", "soft_mask",
+        "select_at",
         "max_new_tokens", "eos_token_id", "pad_token_id", "timings"]
     hints = []
     for name in unknown:
@@ -88,6 +89,7 @@ class _Plan:
   method: str
   per_image: bool
   options: tuple
+  vision_size: int | None = None
 
 
 class VisionLanguageModel:
@@ -108,11 +110,11 @@ class VisionLanguageModel:
     self._forward_jit = jax.jit(
         self._forward_impl,
         static_argnames=("size", "method", "per_image", "options",
-                         "with_view"))
+                         "with_view", "vision_size"))
     self._prefill_jit = jax.jit(
         self._prefill_impl,
         static_argnames=("max_new_tokens", "size", "method", "per_image",
-                         "options"))
+                         "options", "vision_size"))
     self._decode_jit = jax.jit(self._decode_impl,
                                static_argnames=("max_new_tokens",))
 
@@ -122,27 +124,29 @@ class VisionLanguageModel:
 
   # -- device programs (their bodies run at trace time only) ---------------
 
-  def _selection(self, k_token, k_row, size, method, per_image, options):
+  def _selection(self, k_token, k_row, size, method, per_image, options,
+                 vision_size=None):
     if size is None:
       return None
-    return Selection(method, k_token, k_row, size, per_image, options)
+    return Selection(method, k_token, k_row, size, per_image, options,
+                     vision_size)
 
   def _forward_impl(self, state, batch, k_token, k_row, *, size, method,
-                    per_image, options, with_view):
+                    per_image, options, with_view, vision_size=None):
     self.num_compiles += 1  # counts compilations
     model = nnx.merge(self.graphdef, state)
     out = forward(model, batch, self._selection(
-        k_token, k_row, size, method, per_image, options),
+        k_token, k_row, size, method, per_image, options, vision_size),
                   with_view=with_view)
     return model.head(out.hidden), out.keep_index, out.scores, out.view
 
   def _prefill_impl(self, state, batch, k_token, k_row, *, max_new_tokens,
-                    size, method, per_image, options):
+                    size, method, per_image, options, vision_size=None):
     self.num_compiles += 1
     model = nnx.merge(self.graphdef, state)
     first, cache, _ = generation.prefill(
         model, batch, self._selection(k_token, k_row, size, method,
-                                      per_image, options),
+                                      per_image, options, vision_size),
         max_new_tokens=max_new_tokens)
     return first, cache
 
@@ -161,7 +165,8 @@ class VisionLanguageModel:
                          **kwargs)
 
   def _plan(self, prep: PreparedBatch, budget, method, per_image, options,
-            seed) -> _Plan:
+            seed, select_at=None) -> _Plan:
+    method, options = self._select_at(method, options, select_at)
     if seed is not None and "seed" in methods.get(method).options:
       options = {**(options or {}), "seed": int(seed)}
     m, opts = methods.validate(method, budget, per_image, options)
@@ -183,8 +188,34 @@ class VisionLanguageModel:
     else:
       candidates = visual.sum(1)
     kept = (seg > 0).sum(1) - candidates + k_row
+    vision_size = None
+    if m.stage == methods.IN_VISION and "window_seg" in prep.arrays:
+      # Kept merge units per row, bucketed in whole windows, at most the
+      # row's unit slots (the in-tower program's static kept bucket).
+      vc = self.config.vision
+      units = prep.arrays["window_seg"].shape[1] // vc.merge_unit
+      per_window = vc.window_patches // vc.merge_unit
+      vision_size = min(units, bucket(int(k_row.max()), per_window))
     return _Plan(k_token, k_row, bucket(int(kept.max()), self.seq_multiple),
-                 method, per_image, opts)
+                 method, per_image, opts, vision_size)
+
+  def _select_at(self, method, options, select_at):
+    """``select_at=j``: the selector after vision block j (the in-tower
+    scorer, method "tower_selector" with block j); j = the tower's depth
+    (or None) is the post-tower selector unchanged."""
+    if select_at is None:
+      return method, options
+    depth = self.config.vision.depth
+    if (isinstance(select_at, bool) or not isinstance(select_at, int)
+        or not 0 <= select_at <= depth):
+      raise ValueError(f"select_at must be an int in [0, {depth}] (vision "
+                       f"blocks before selection), got {select_at!r}")
+    if method not in ("selector", "tower_selector"):
+      raise ValueError(f"select_at applies to the learned selector, not "
+                       f"method {method!r}")
+    if select_at == depth:
+      return "selector", options
+    return "tower_selector", {**(options or {}), "block": select_at}
 
   def _device(self, arrays: dict) -> dict:
     """Host arrays onto the mesh: rows over the data axes where they
@@ -204,18 +235,20 @@ class VisionLanguageModel:
 
   def prefill_program(self, prep: PreparedBatch, budget=None, *,
                       method: str = "selector", per_image: bool = False,
-                      options: dict | None = None, max_new_tokens: int = 1):
+                      options: dict | None = None, max_new_tokens: int = 1,
+                      select_at: int | None = None):
     """A zero-argument callable that runs the jitted prefill program on
     device-resident inputs and returns its first tokens: the prefill alone,
     without host preparation or transfers (the reference's in-forward
     timer; ``bench/``)."""
-    plan = self._plan(prep, budget, method, per_image, options, None)
+    plan = self._plan(prep, budget, method, per_image, options, None,
+                      select_at)
     batch = self._device(prep.arrays)
     k_token, k_row = jax.device_put((plan.k_token, plan.k_row))
     return lambda: self._prefill_jit(
         self.state, batch, k_token, k_row, max_new_tokens=max_new_tokens,
         size=plan.size, method=plan.method, per_image=plan.per_image,
-        options=plan.options)[0]
+        options=plan.options, vision_size=plan.vision_size)[0]
 
   def forward(self, input_ids, attention_mask=None, pixel_values=None,
               image_grid_thw=None, pixel_values_videos=None,
@@ -223,6 +256,7 @@ class VisionLanguageModel:
               budget=None, per_image: bool = False,
               method: str = "selector", options: dict | None = None,
               seed: int | None = None, soft_mask: bool = False,
+              select_at: int | None = None,
               **processor_extras) -> ForwardOutput:
     """Forward pass on HF-processor inputs (numpy, torch or lists).
 
@@ -236,6 +270,10 @@ class VisionLanguageModel:
         options. ``seed`` is shorthand for ``options={"seed": ...}`` for
         methods that take a seed (``random``), ignored by the others.
       soft_mask: also return the method's picture map.
+      select_at: with the learned selector, select after this many vision
+        blocks (the in-tower scorer ``visual.block_scorer``; later blocks
+        and the merger run on the kept units only); the tower's depth or
+        None selects after the tower (the released VisionSelector).
       processor_extras: other keys of the HF processor's output
         (``mm_token_type_ids``), ignored; anything else is an error.
 
@@ -246,11 +284,13 @@ class VisionLanguageModel:
     prep = self.prepare(input_ids, attention_mask, pixel_values,
                         image_grid_thw, pixel_values_videos, video_grid_thw,
                         second_per_grid_ts)
-    plan = self._plan(prep, budget, method, per_image, options, seed)
+    plan = self._plan(prep, budget, method, per_image, options, seed,
+                      select_at)
     logits, keep, scores, view = self._forward_jit(
         self.state, self._device(prep.arrays), plan.k_token, plan.k_row,
         size=plan.size, method=plan.method, per_image=plan.per_image,
-        options=plan.options, with_view=soft_mask and plan.size is not None)
+        options=plan.options, with_view=soft_mask and plan.size is not None,
+        vision_size=plan.vision_size)
     if plan.size is None:
       return ForwardOutput(np.asarray(logits)[:, :prep.seq_len],
                            prep.rope_deltas)
@@ -269,7 +309,7 @@ class VisionLanguageModel:
                method: str = "selector", options: dict | None = None,
                seed: int | None = None, max_new_tokens: int = 16,
                eos_token_id: int | None = None, pad_token_id: int = 0,
-               timings: dict | None = None,
+               timings: dict | None = None, select_at: int | None = None,
                **processor_extras) -> np.ndarray:
     """Greedy decoding with a KV cache (see ``generation.py``).
 
@@ -296,14 +336,16 @@ class VisionLanguageModel:
     prep = self.prepare(input_ids, attention_mask, pixel_values,
                         image_grid_thw, pixel_values_videos, video_grid_thw,
                         second_per_grid_ts)
-    plan = self._plan(prep, budget, method, per_image, options, seed)
+    plan = self._plan(prep, budget, method, per_image, options, seed,
+                      select_at)
     n_valid = prep.arrays["segment_ids"].sum(1)
     next_position = (prep.rope_deltas[:, 0] + n_valid).astype(np.int32)
     eos = -1 if eos_token_id is None else int(eos_token_id)
     first, cache = self._prefill_jit(
         self.state, self._device(prep.arrays), plan.k_token, plan.k_row,
         max_new_tokens=max_new_tokens, size=plan.size, method=plan.method,
-        per_image=plan.per_image, options=plan.options)
+        per_image=plan.per_image, options=plan.options,
+        vision_size=plan.vision_size)
     if timings is not None:
       first.block_until_ready()
       timings["prefill_ms"] = 1e3 * (time.perf_counter() - t_start)

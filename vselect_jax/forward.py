@@ -28,8 +28,10 @@ import jax.numpy as jnp
 
 from vselect_jax import methods
 from vselect_jax.host.rows import layout_fields
-from vselect_jax.methods.base import (IN_LLM, LAYER_QK, VISION_LAST_BLOCK,
-                                      Context, Relaxed)
+from vselect_jax.methods.base import (IN_LLM, IN_VISION, LAYER_QK,
+                                      VISION_LAST_BLOCK, Context, Relaxed)
+
+SOFT_MASKS = ("scale", "attn_bias")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +42,9 @@ class Selection:
   program serves every budget of a bucket.
 
   ``size`` is the static kept length Tc (inference); None for the training
-  path, which drops nothing.
+  path, which drops nothing. ``vision_size`` (static, IN_VISION methods at
+  inference): the merge units kept per row inside the vision tower, padded
+  (a multiple of a window's units, at most the row's unit slots).
   """
   method: str
   k_token: jax.Array
@@ -48,6 +52,7 @@ class Selection:
   size: int | None = None
   per_image: bool = False
   options: tuple = ()
+  vision_size: int | None = None
 
 
 @dataclasses.dataclass
@@ -137,7 +142,8 @@ def gather(x: jax.Array, keep_index: jax.Array, axis: int = 1) -> jax.Array:
 
 def forward(model, batch: dict, selection: Selection | None = None, *,
             relaxed: bool = False, remat: bool = False,
-            vision_grad: bool = False, with_view: bool = False) -> Output:
+            vision_grad: bool = False, with_view: bool = False,
+            soft_mask: str = "scale") -> Output:
   """Runs the model on a device batch (the per-row format of
   ``host.rows``), with an optional selection.
 
@@ -152,6 +158,11 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
       learned scorer's input); off, the tower is frozen.
     with_view: also compute the method's picture map (``Output.view``);
       the selector's is a soft top-k, so it is off unless asked.
+    soft_mask: how ``relaxed`` applies the soft mask m: "scale" multiplies
+      the visual tokens by m (the reference); "attn_bias" adds log(m) to
+      the attention logits of every key of the token in every LLM layer
+      (m -> 0 is dropping, m = 1 keeping; see ``forward_in_vision`` for
+      the vision tower).
 
   Returns:
     ``Output``.
@@ -163,7 +174,16 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
     method, options = methods.validate(selection.method, None,
                                        selection.per_image,
                                        dict(selection.options))
+  if soft_mask not in SOFT_MASKS:
+    raise ValueError(f"soft_mask must be one of {SOFT_MASKS}, got "
+                     f"{soft_mask!r}")
   has_vision = "pixel_values" in batch
+  if method is not None and method.stage == IN_VISION and has_vision:
+    from vselect_jax.forward_in_vision import forward_in_vision
+    return forward_in_vision(model, batch, selection, method, options,
+                             relaxed=relaxed, remat=remat,
+                             vision_grad=vision_grad, with_view=with_view,
+                             soft_mask=soft_mask)
   last_block = method is not None and VISION_LAST_BLOCK in method.needs
   x, tokens, visual, last = embed_inputs(model, batch, last_block=last_block,
                                          vision_grad=vision_grad)
@@ -182,9 +202,15 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
     if method.relax is None:
       raise ValueError(f"method {method.name!r} has no relaxation to train")
     r = method.relax(ctx)
-    scaled = (tokens.astype(jnp.float32) * r.soft[..., None]).astype(x.dtype)
-    hidden, kv = text.run(jnp.where(visual[..., None], scaled, x), pos, seg,
-                          remat=remat)
+    if soft_mask == "scale":
+      scaled = (tokens.astype(jnp.float32) * r.soft[..., None]
+                ).astype(x.dtype)
+      hidden, kv = text.run(jnp.where(visual[..., None], scaled, x), pos,
+                            seg, remat=remat)
+    else:
+      from vselect_jax.forward_in_vision import soft_log
+      hidden, kv = text.run(x, pos, seg, remat=remat, key_bias=jnp.where(
+          visual, soft_log(r.soft), 0.0))
     return Output(hidden, [(kv, seg)], relaxed=r)
 
   if selection.size is None:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
            "float16": jnp.float16}
 SCORER_PATH = ("visual", "importance_scorer")
+# The in-tower scorer (method "tower_selector"); no released checkpoint has
+# it, so it is optional like the LIS and freshly initialised when absent.
+BLOCK_SCORER_PATH = ("visual", "block_scorer")
 
 
 def resolve_dtype(dtype) -> jnp.dtype:
@@ -94,14 +97,16 @@ def expected_shapes(abs_state: nnx.State) -> dict[tuple, tuple[int, ...]]:
 
 
 def one_device_mesh() -> Mesh:
-  """The default device alone, as a mesh (everything replicated on it)."""
-  return shard_lib.make_mesh({}, devices=jax.devices()[:1])
+  """This process's first device alone, as a mesh (everything on it)."""
+  return shard_lib.make_mesh({}, devices=jax.local_devices()[:1])
 
 
-def _fresh_scorer(cfg: ModelConfig, dtype, seed: int) -> dict[tuple, np.ndarray]:
-  fresh = ImportanceScorer(cfg.text.hidden_size, dtype=dtype,
-                           rngs=nnx.Rngs(seed))
-  return {SCORER_PATH + tuple(p): np.asarray(v.get_value())
+def _fresh_scorer(cfg: ModelConfig, dtype, seed: int,
+                  where: tuple = SCORER_PATH) -> dict[tuple, np.ndarray]:
+  dim = (cfg.text.hidden_size if where == SCORER_PATH else
+         cfg.vision.hidden_size * cfg.vision.merge_unit)
+  fresh = ImportanceScorer(dim, dtype=dtype, rngs=nnx.Rngs(seed))
+  return {where + tuple(p): np.asarray(v.get_value())
           for p, v in nnx.state(fresh).flat_state()}
 
 
@@ -139,10 +144,14 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
             for (p, v), (_, s) in zip(abs_state.flat_state(),
                                       shardings.flat_state())}
   scorer = {p for p in target if p[:len(SCORER_PATH)] == SCORER_PATH}
+  block_scorer = {p for p in target
+                  if p[:len(BLOCK_SCORER_PATH)] == BLOCK_SCORER_PATH}
   if converted.is_converted(path):
     marker = converted.read_marker(path)
     wanted = {p: t for p, t in target.items()
-              if marker.get("has_scorer", True) or p not in scorer}
+              if (marker.get("has_scorer", True) or p not in scorer) and
+              (marker.get("has_block_scorer", False) or
+               p not in block_scorer)}
     arrays = converted.load_params(path, {
         p: jax.ShapeDtypeStruct(shape, jdtype, sharding=s)
         for p, (shape, s) in wanted.items()})
@@ -153,7 +162,8 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
           "conversion.convert_hf first (--src may be gs://); load the "
           "converted directory (local or gs://)")
     plan = plan_hf_params(path, {p: t[0] for p, t in target.items()},
-                          optional_prefixes=(SCORER_PATH,),
+                          optional_prefixes=(SCORER_PATH,
+                                             BLOCK_SCORER_PATH),
                           tied_embeddings=cfg.text.tie_word_embeddings)
     items = plan.items()
     if progress:
@@ -171,6 +181,12 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
         "(seed %d). Budgeted selection is meaningless until it is trained.",
         path, seed)
     for p, value in _fresh_scorer(cfg, jdtype, seed).items():
+      arrays[p] = jax.device_put(value.astype(jdtype), target[p][1])
+  if block_scorer - set(arrays):  # expected: only in-tower training makes it
+    log.info("vselect_jax: %s has no in-tower scorer (visual.block_scorer.*);"
+             " initialised fresh (seed %d)", path, seed)
+    for p, value in _fresh_scorer(cfg, jdtype, seed,
+                                  BLOCK_SCORER_PATH).items():
       arrays[p] = jax.device_put(value.astype(jdtype), target[p][1])
   leaves = [(tuple(p), v.replace(arrays[tuple(p)]))
             for p, v in abs_state.flat_state()]

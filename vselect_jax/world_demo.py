@@ -25,7 +25,7 @@ import os
 import time
 
 METHODS = ("selector", "random", "uniform", "divprune", "visionzip", "fastv",
-           "dart")
+           "dart", "prumerge", "holov")
 BUDGETS = (1.0, 0.3, 0.2, 0.1, 0.05)
 
 

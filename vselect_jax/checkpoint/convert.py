@@ -1,20 +1,12 @@
-"""Convert an HF Qwen2.5-VL or LLaVA-OneVision-1.5 (or VisionSelector)
-checkpoint to vselect-jax (the family comes from config.json).
+"""HF Qwen2.5-VL or LLaVA-OneVision-1.5 (or VisionSelector) checkpoint ->
+converted vselect-jax directory (behind ``conversion.convert_hf``; the
+family comes from config.json).
 
-    python -m conversion.convert_hf --src <HF dir or hub id> --dst <dir> \
-        [--dtype bfloat16|float32]
-
-Reads single-file or sharded safetensors in either key layout (hub files
-``visual.* / model.* / lm_head.*`` or transformers >= 4.52 in-memory names
-``model.visual.* / model.language_model.*``), streaming tensor by tensor.
-Every expected parameter must be present with the right shape; otherwise
-nothing is written and the error lists what is wrong. Scorer tensors
-(``visual.importance_scorer.*``, the released VisionSelector checkpoints) are
-kept. The output is staged next to ``--dst`` and renamed into place at the
-end, so ``--dst`` is never half-written. ``--src`` and ``--dst`` may be
-``gs://`` URLs: a remote source is downloaded to a temporary directory first;
-a remote destination is staged locally and uploaded, the format marker last
-(a partial upload is not a converted checkpoint).
+``convert`` checks every expected tensor (``hf_reader.plan_hf_params``),
+streams them tensor by tensor, writes the Orbax parameters, ``config.json``,
+the tokenizer / processor files and the format marker, staged beside the
+destination (or locally, for a ``gs://`` one, uploaded marker last), so a
+destination is never half-written.
 """
 from __future__ import annotations
 
@@ -54,15 +46,19 @@ def _convert(src: str, dst: str, jdtype, progress: bool, source: str) -> dict:
   from vselect_jax.checkpoint import converted as model_io
   from vselect_jax.checkpoint.hf_reader import read_hf_params
   from vselect_jax.config import read_model_config
-  from vselect_jax.loading import SCORER_PATH, abstract_model, expected_shapes
+  from vselect_jax.loading import (BLOCK_SCORER_PATH, SCORER_PATH,
+                                   abstract_model, expected_shapes)
 
   cfg = read_model_config(src)
   _, abs_state = abstract_model(cfg, jdtype)
   expected = expected_shapes(abs_state)
   params = read_hf_params(
-      src, expected, np.dtype(jdtype), optional_prefixes=(SCORER_PATH,),
+      src, expected, np.dtype(jdtype),
+      optional_prefixes=(SCORER_PATH, BLOCK_SCORER_PATH),
       tied_embeddings=cfg.text.tie_word_embeddings, progress=progress)
   has_scorer = any(p[:len(SCORER_PATH)] == SCORER_PATH for p in params)
+  has_block_scorer = any(p[:len(BLOCK_SCORER_PATH)] == BLOCK_SCORER_PATH
+                         for p in params)
 
   with paths.staged_dir(dst, last=(model_io.MARKER,),
                         prefix=".convert-") as stage:
@@ -74,7 +70,8 @@ def _convert(src: str, dst: str, jdtype, progress: bool, source: str) -> dict:
         shutil.copy(os.path.join(src, name), stage)
         copied.append(name)
     model_io.write_marker(stage, dtype=str(np.dtype(jdtype)),
-                          has_scorer=has_scorer, source=source)
+                          has_scorer=has_scorer,
+                          has_block_scorer=has_block_scorer, source=source)
   n = sum(int(np.prod(v.shape)) for v in params.values())
   return {"dst": dst, "tensors": len(params), "parameters": n,
           "has_scorer": has_scorer, "copied": copied}

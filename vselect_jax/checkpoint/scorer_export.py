@@ -1,31 +1,25 @@
-"""Export the trained VisionSelector scorer to PyTorch layout.
+"""The trained scorer in PyTorch layout (behind ``conversion.export_scorer``).
 
-    python -m conversion.export_scorer --src <converted dir or checkpoint> \
-        --dst scorer.safetensors [--dtype bfloat16|float32] [--overwrite]
-    python -m conversion.export_scorer --src <...> \
-        --merge-into <HF base dir> --dst <new HF dir> [--link] [--overwrite]
+``scorer_tensors`` / ``write_tensors`` turn a scorer subtree into the four
+tensors of the released VisionSelector checkpoints,
+``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}`` (weights as torch
+``[out, in]``); ``export`` reads them from any source (an Orbax checkpoint
+holding an ``importance_scorer`` subtree, a converted directory, or a
+``scorer.safetensors``); ``merge_into`` copies an HF base checkpoint (or
+hard-links its weight shards) and registers the scorer as an extra shard,
+after checking its shapes against the base's ``config.json``. Nothing
+existing is overwritten without ``overwrite``, and outputs are written
+beside their destination and moved into place.
+For LLaVA-OneVision-1.5 (the family from the source's or the base's
+config.json, or ``family="llava_ov15"``) the tensors are named
+``model.visual.importance_scorer.*``, the path of the reference's class.
 
-The first form writes the four tensors of the released VisionSelector
-checkpoints, ``visual.importance_scorer.{k_proj,q_proj}.{weight,bias}``, with
-weights as torch ``[out, in]`` (for LLaVA-OneVision-1.5, read from the
-source's or the base's config.json, or ``--family llava_ov15``:
-``model.visual.importance_scorer.*``, the path of the reference's class). The second copies an HF Qwen2.5-VL checkpoint
-and adds those tensors as an extra shard registered in
-``model.safetensors.index.json``, which the original PyTorch VisionSelector
-code and plain ``transformers`` load without re-initialising them. The base's
-files are copied, so editing the new checkpoint never changes the base;
-``--link`` hard-links the weight shards (``*.safetensors``, never rewritten in
-place) instead of copying them, and still copies configs, index and tokenizer
-files. The scorer's shapes are checked against the base's ``config.json``
-before anything is written.
-
-An existing ``--dst`` is refused unless ``--overwrite``; the new file or
-directory is written beside it and moved into place, so a failed export never
-leaves a half-written ``--dst``.
-
-``--src`` is any Orbax checkpoint (a converted dir's ``params/`` or a training
-checkpoint) whose tree holds an ``importance_scorer`` subtree, a converted
-directory, or a ``scorer.safetensors`` (what ``train.py`` writes).
+``scorer="block_scorer"`` (CLI ``--scorer block_scorer``) does the same for
+the in-tower scorer (``train.py --config.select_at=j``): the tensors
+``visual.block_scorer.{k_proj,q_proj}.{weight,bias}``, weights [2 Dv, 4 Dv]
+(Dv the vision width; input = a merge unit's 4 patch states concatenated),
+in the shard ``model-visionselector-block-scorer.safetensors``. A
+``scorer.safetensors`` holding either set is recognised by its names.
 """
 from __future__ import annotations
 
@@ -46,34 +40,47 @@ PREFIX = "visual.importance_scorer."
 FAMILY_PREFIX = {"qwen2_5_vl": PREFIX,
                  "llava_ov15": "model." + PREFIX}
 SCORER_FILE = "model-visionselector-scorer.safetensors"
+# scorer module name -> (HF prefix, shard name in a merged checkpoint)
+SCORERS = {"importance_scorer": (PREFIX, SCORER_FILE),
+           "block_scorer": ("visual.block_scorer.",
+                            "model-visionselector-block-scorer.safetensors")}
 BASE_SHARD = "model-base.safetensors"
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16),
            "float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 
 
-def _find_scorer(tree):
+def _check_name(scorer: str) -> str:
+  if scorer not in SCORERS:
+    raise ValueError(f"scorer must be one of {sorted(SCORERS)}, got "
+                     f"{scorer!r}")
+  return scorer
+
+
+def _find_scorer(tree, scorer: str = "importance_scorer"):
   if isinstance(tree, dict):
-    if "importance_scorer" in tree:
-      return tree["importance_scorer"]
+    if scorer in tree:
+      return tree[scorer]
     for v in tree.values():
-      found = _find_scorer(v)
+      found = _find_scorer(v, scorer)
       if found is not None:
         return found
   return None
 
 
-def load_scorer(src: str) -> dict[str, np.ndarray]:
+def load_scorer(src: str, scorer: str = "importance_scorer"
+                ) -> dict[str, np.ndarray]:
   """Returns the scorer as HF-named torch-layout float32 arrays, from an
   Orbax checkpoint / converted dir or a ``scorer.safetensors`` written by
   ``train.py`` or this module."""
   import orbax.checkpoint as ocp
+  prefix = SCORERS[_check_name(scorer)][0]
   src = os.path.abspath(src)
   if os.path.isfile(src) and src.endswith(".safetensors"):
     # Either family's spelling reads back as the canonical one.
     tensors = {n[len("model."):] if n.startswith("model." + PREFIX) else n:
                np.asarray(load(), np.float32)
                for n, _, load in iter_tensors(src)}
-    want = {f"{PREFIX}{p}.{w}" for p in ("k_proj", "q_proj")
+    want = {f"{prefix}{p}.{w}" for p in ("k_proj", "q_proj")
             for w in ("weight", "bias")}
     if set(tensors) != want:
       raise KeyError(f"{src}: expected the scorer tensors {sorted(want)}, "
@@ -93,23 +100,26 @@ def load_scorer(src: str) -> dict[str, np.ndarray]:
   if tree is None:
     raise FileNotFoundError(
         f"{src}: no Orbax checkpoint found ({'; '.join(errors) or 'no dir'})")
-  return scorer_tensors(tree, src)
+  return scorer_tensors(tree, src, scorer=scorer)
 
 
-def scorer_tensors(tree: dict, where: str = "the tree"
+def scorer_tensors(tree: dict, where: str = "the tree", *,
+                   scorer: str = "importance_scorer"
                    ) -> dict[str, np.ndarray]:
   """HF-named torch-layout float32 arrays from any nested parameter dict
-  holding an ``importance_scorer`` subtree (kernel [in, out], bias)."""
-  scorer = _find_scorer(tree)
-  if scorer is None:
-    raise KeyError(f"{where}: the checkpoint holds no importance_scorer")
+  holding an ``importance_scorer`` (or ``block_scorer``) subtree (kernel
+  [in, out], bias)."""
+  prefix = SCORERS[_check_name(scorer)][0]
+  found = _find_scorer(tree, scorer)
+  if found is None:
+    raise KeyError(f"{where}: the checkpoint holds no {scorer}")
   out = {}
   for proj in ("k_proj", "q_proj"):
-    if proj not in scorer or not {"kernel", "bias"} <= set(scorer[proj]):
-      raise KeyError(f"{where}: importance_scorer.{proj} lacks kernel/bias")
-    out[f"{PREFIX}{proj}.weight"] = np.asarray(
-        scorer[proj]["kernel"], np.float32).T
-    out[f"{PREFIX}{proj}.bias"] = np.asarray(scorer[proj]["bias"], np.float32)
+    if proj not in found or not {"kernel", "bias"} <= set(found[proj]):
+      raise KeyError(f"{where}: {scorer}.{proj} lacks kernel/bias")
+    out[f"{prefix}{proj}.weight"] = np.asarray(
+        found[proj]["kernel"], np.float32).T
+    out[f"{prefix}{proj}.bias"] = np.asarray(found[proj]["bias"], np.float32)
   return out
 
 
@@ -121,12 +131,13 @@ def write_tensors(tensors: dict[str, np.ndarray], dst: str,
 
 def spelled(tensors: dict[str, np.ndarray], family: str
             ) -> dict[str, np.ndarray]:
-  """Canonical scorer names -> the family's spelling (``FAMILY_PREFIX``)."""
+  """Canonical scorer names (``visual.<scorer>.*``) -> the family's
+  spelling (``FAMILY_PREFIX``: ``model.visual.*`` for LLaVA-OV-1.5)."""
   if family not in FAMILY_PREFIX:
     raise ValueError(f"unknown model family {family!r}; known: "
                      f"{sorted(FAMILY_PREFIX)}")
-  prefix = FAMILY_PREFIX[family]
-  return {prefix + k[len(PREFIX):]: v for k, v in tensors.items()}
+  root = FAMILY_PREFIX[family][:-len(PREFIX)] + "visual."
+  return {root + k[len("visual."):]: v for k, v in tensors.items()}
 
 
 def source_family(src: str) -> str:
@@ -154,13 +165,14 @@ def _check_dst(dst: str, overwrite: bool, want_dir: bool) -> None:
 
 
 def export(src: str, dst: str, dtype: str = "bfloat16", *,
-           overwrite: bool = False, family: str | None = None) -> None:
-  """Writes the scorer of ``src`` to the safetensors file ``dst``, spelled
-  for ``family`` (default: ``source_family(src)``)."""
+           overwrite: bool = False, family: str | None = None,
+           scorer: str = "importance_scorer") -> None:
+  """Writes the scorer ``scorer`` of ``src`` to the safetensors file
+  ``dst``, spelled for ``family`` (default: ``source_family(src)``)."""
   _check_dst(dst, overwrite, want_dir=False)
   family = family or source_family(src)
   spelled({}, family)  # an unknown family fails before anything is read
-  tensors = load_scorer(src)
+  tensors = load_scorer(src, scorer)
   parent = os.path.dirname(os.path.abspath(dst))
   fd, tmp = tempfile.mkstemp(prefix=".scorer-", suffix=".safetensors",
                              dir=parent)
@@ -174,39 +186,46 @@ def export(src: str, dst: str, dtype: str = "bfloat16", *,
     raise
 
 
-def expected_scorer_shapes(base: str) -> dict[str, tuple[int, ...]]:
+def expected_scorer_shapes(base: str, scorer: str = "importance_scorer"
+                           ) -> dict[str, tuple[int, ...]]:
   """HF name -> torch-layout shape of the scorer the model of ``base``
   (an HF dir with ``config.json``) builds."""
   from flax import nnx
   from vselect_jax.config import read_model_config
   from vselect_jax.selector.scorer import ImportanceScorer
   cfg = read_model_config(base)
-  # The model builds the scorer at the LLM width (modeling/vlm.py).
-  abstract = nnx.eval_shape(lambda: ImportanceScorer(
-      cfg.text.hidden_size, rngs=nnx.Rngs(0)))
+  prefix = SCORERS[_check_name(scorer)][0]
+  # The model builds the LIS at the LLM width and the in-tower scorer at
+  # 4 x the vision width (modeling/vlm.py).
+  dim = (cfg.text.hidden_size if scorer == "importance_scorer" else
+         cfg.vision.hidden_size * cfg.vision.merge_unit)
+  abstract = nnx.eval_shape(lambda: ImportanceScorer(dim, rngs=nnx.Rngs(0)))
   out = {}
   for path, var in nnx.state(abstract).flat_state():
     proj, leaf = path
     shape = tuple(var.get_value().shape)
     name = "weight" if leaf == "kernel" else leaf
-    out[f"{PREFIX}{proj}.{name}"] = shape[::-1] if leaf == "kernel" else shape
+    out[f"{prefix}{proj}.{name}"] = shape[::-1] if leaf == "kernel" else shape
   return out
 
 
-def check_scorer_shapes(tensors: dict[str, np.ndarray], base: str) -> None:
+def check_scorer_shapes(tensors: dict[str, np.ndarray], base: str,
+                        scorer: str = "importance_scorer") -> None:
   """Raises ``ValueError`` naming every scorer tensor whose shape does not
   fit the base checkpoint's config."""
-  want = expected_scorer_shapes(base)
+  want = expected_scorer_shapes(base, scorer)
+  prefix = SCORERS[scorer][0]
   bad = [f"{k}: expected {want[k]}, got {tuple(v.shape)}"
          for k, v in sorted(tensors.items()) if tuple(v.shape) != want.get(k)]
   if bad:
     raise ValueError(
-        f"the scorer does not fit {base} (hidden size "
-        f"{want[PREFIX + 'q_proj.weight'][1]}): " + "; ".join(bad))
+        f"the scorer does not fit {base} (input width "
+        f"{want[prefix + 'q_proj.weight'][1]}): " + "; ".join(bad))
 
 
 def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
-               link: bool = False, overwrite: bool = False) -> None:
+               link: bool = False, overwrite: bool = False,
+               scorer: str = "importance_scorer") -> None:
   """Writes ``dst``: the HF checkpoint ``base`` plus the scorer shard.
 
   Args:
@@ -222,11 +241,12 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
                      "checkpoint to a new directory")
   _check_dst(dst, overwrite, want_dir=True)
   from vselect_jax.config import read_model_config
-  scorer = load_scorer(src)
-  check_scorer_shapes(scorer, base)
+  prefix, shard = SCORERS[_check_name(scorer)]
+  found = load_scorer(src, scorer)
+  check_scorer_shapes(found, base, scorer)
   family = read_model_config(base).family
   tensors = {k: v.astype(DTYPES[dtype])
-             for k, v in spelled(scorer, family).items()}
+             for k, v in spelled(found, family).items()}
   index_path = os.path.join(base, "model.safetensors.index.json")
   if os.path.exists(index_path):
     with open(index_path) as f:
@@ -239,8 +259,8 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
     index = {"metadata": {}, "weight_map": {n: BASE_SHARD for n in names}}
   else:
     raise FileNotFoundError(f"{base}: not an HF safetensors checkpoint")
-  clash = [k for k in index["weight_map"] if k.startswith(PREFIX) or
-           k.startswith("model." + PREFIX)]
+  clash = [k for k in index["weight_map"] if k.startswith(prefix) or
+           k.startswith("model." + prefix)]
   for k in clash:  # replacing an older scorer
     del index["weight_map"][k]
   parent = os.path.dirname(os.path.abspath(dst)) or "."
@@ -260,9 +280,9 @@ def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,
           except OSError:  # another filesystem: copy
             pass
         shutil.copy2(s, target)
-    save_file(tensors, os.path.join(stage, SCORER_FILE))
+    save_file(tensors, os.path.join(stage, shard))
     for k in tensors:
-      index["weight_map"][k] = SCORER_FILE
+      index["weight_map"][k] = shard
     index.setdefault("metadata", {})
     with open(os.path.join(stage, "model.safetensors.index.json"), "w") as f:
       json.dump(index, f, indent=2, sort_keys=True)

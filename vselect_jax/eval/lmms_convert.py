@@ -15,6 +15,10 @@ MME) is stored once. Which dataset and split each task expects is in
 
 Ids: the dataset's own question id where it has a unique one (DocVQA,
 TextVQA, MMMU), otherwise the row number over all files in the order given.
+MMBench keeps its ``index``: the published dev files hold every circular
+rotation of a question as a row (index + k * 1e6, grouped by index % 1e6 for
+CircularEval); a file of original questions only (no index >= 1e6) gets the
+rotations generated here, so a converted MMBench file always holds them.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 
+from vselect_jax.eval.metrics import circular as circular_lib
 from vselect_jax.eval.metrics import mmmu as mmmu_lib
 from vselect_jax.eval.metrics.choice import option_letters
 from vselect_jax.eval.tasks import get_task
@@ -236,9 +241,67 @@ def _pope(row, i, where):
   return rec, [_col(row, "image", where)]
 
 
+def _absent(value) -> bool:
+  """MMBench's empty cells: None, NaN, "nan" or blank."""
+  return (value is None or (isinstance(value, float) and value != value)
+          or (isinstance(value, str) and value.strip().lower() in ("", "nan")))
+
+
+def _mmbench(row, i, where):
+  index = int(_col(row, "index", where))
+  options = []
+  for letter in "ABCDE":
+    value = row.get(letter)
+    if _absent(value):
+      continue
+    if len(options) != "ABCDE".index(letter):
+      raise ConvertError(f"{where}: option {letter} follows an empty option")
+    options.append(str(value))
+  if len(options) < 2:
+    raise ConvertError(f"{where}: fewer than two options")
+  answer = str(_col(row, "answer", where)).strip().upper()
+  if answer not in option_letters(len(options)):
+    raise ConvertError(f"{where}: answer {answer!r} is not one of "
+                       f"{option_letters(len(options))}")
+  rec = {"id": str(index), "question": _col(row, "question", where),
+         "options": options, "answers": [answer],
+         # CircularEval groups the rotations of a question by this key.
+         "group": str(index % circular_lib.ROTATION_STRIDE),
+         "rotation": index // circular_lib.ROTATION_STRIDE}
+  if not _absent(row.get("hint")):
+    rec["hint"] = str(row["hint"])
+  if not _absent(row.get("category")):
+    rec["category"] = str(row["category"])
+  if not _absent(row.get("L2-category")):
+    rec["l2_category"] = str(row["L2-category"])
+  return rec, [_col(row, "image", where)]
+
+
+def _mmbench_rotations(recs: list[dict]) -> list[dict]:
+  """The published dev files hold every rotation (indices >= 1e6); a file
+  of original questions only gets them generated here, with MMBench's
+  index convention (rotation k: index + k * 1e6)."""
+  if any(r["rotation"] for r in recs):
+    return recs
+  out = []
+  for r in recs:
+    letters = option_letters(len(r["options"]))
+    for k, (opts, ans) in enumerate(circular_lib.rotations(
+        r["options"], letters.index(r["answers"][0]))):
+      out.append({**r, "id": str(int(r["id"])
+                                 + k * circular_lib.ROTATION_STRIDE),
+                  "options": opts, "answers": [letters[ans]],
+                  "rotation": k})
+  return out
+
+
 _CONVERTERS = {"docvqa": _docvqa, "chartqa": _chartqa, "textvqa": _textvqa,
                "ocrbench": _ocrbench, "scienceqa": _scienceqa, "ai2d": _ai2d,
-               "mmmu": _mmmu, "mme": _mme, "pope": _pope}
+               "mmmu": _mmmu, "mme": _mme, "pope": _pope,
+               "mmbench_en_dev": _mmbench, "mmbench_cn_dev": _mmbench}
+# Tasks whose records are completed over the whole file before writing.
+_EXPAND = {"mmbench_en_dev": _mmbench_rotations,
+           "mmbench_cn_dev": _mmbench_rotations}
 
 
 def convert(task: str, parquet_paths: Sequence[str], out_dir: str,
@@ -267,19 +330,25 @@ def convert(task: str, parquet_paths: Sequence[str], out_dir: str,
   out_path = os.path.join(out_dir, f"{task}.jsonl")
   seen = set()
   tmp = out_path + ".tmp"
+  expand = _EXPAND.get(task)
+  held = []  # records of an expanded task, written at the end
   with open(tmp, "w", encoding="utf-8") as f:
     for i, (path, row) in enumerate(_rows(files)):
       if limit is not None and i >= limit:
         break
       where = f"{path}: row {i}"
       rec, cells = fn(row, i, where)
-      if rec["id"] in seen:
-        raise ConvertError(f"{where}: duplicate question id {rec['id']!r}")
-      seen.add(rec["id"])
       images = [write_image(c, where) for c in cells]
       rec["image"] = images[0] if len(images) == 1 else images
       rec = {k: v for k, v in rec.items() if v is not None}
-      f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+      for r in ([rec] if expand is None else []):
+        _write_new(f, r, seen, where)
+      if expand is not None:
+        held.append((rec, where))
+    if expand is not None:
+      wheres = {r["id"]: w for r, w in held}
+      for r in expand([r for r, _ in held]):
+        _write_new(f, r, seen, wheres.get(r["id"], f"{files}"))
   if not seen:
     os.remove(tmp)
     raise ConvertError(f"no rows in {files}")
@@ -287,20 +356,45 @@ def convert(task: str, parquet_paths: Sequence[str], out_dir: str,
   return out_path
 
 
+def _write_new(f, rec: dict, seen: set, where: str) -> None:
+  if rec["id"] in seen:
+    raise ConvertError(f"{where}: duplicate question id {rec['id']!r}")
+  seen.add(rec["id"])
+  f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
 def add_convert_args(parser: argparse.ArgumentParser) -> None:
   """Adds the converter's arguments to ``parser``."""
-  parser.add_argument("--task", required=True, choices=sorted(_CONVERTERS))
+  from vselect_jax.eval import video_convert
+  parser.add_argument("--task", required=True, choices=sorted(
+      list(_CONVERTERS) + list(video_convert.CONVERTERS)))
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--limit", type=int, default=None,
                       help="convert only the first N rows")
-  parser.add_argument("parquet", nargs="+",
-                      help="parquet files or directories holding them")
+  parser.add_argument("--video-dir", default=None,
+                      help="video tasks: where the videos are")
+  parser.add_argument("--subtitle-dir", default=None,
+                      help="videomme_w_subtitle: where the .srt files are")
+  parser.add_argument("parquet", nargs="+", metavar="SOURCE",
+                      help="parquet files or directories holding them "
+                      "(video tasks: their parquet / json / jsonl files)")
 
 
 def run_convert(args: argparse.Namespace) -> int:
   """Runs the converter from parsed arguments; returns the exit status."""
+  from vselect_jax.eval import video_convert
   try:
-    path = convert(args.task, args.parquet, args.out, limit=args.limit)
+    if args.task in video_convert.CONVERTERS:
+      if not args.video_dir:
+        raise ConvertError(f"{args.task} needs --video-dir")
+      path, missing = video_convert.convert(
+          args.task, args.parquet, args.out, args.video_dir,
+          subtitle_dir=getattr(args, "subtitle_dir", None), limit=args.limit)
+      if missing:
+        print(f"warning: {missing} records name a missing video (eval.py "
+              "run --skip-bad counts them as missing_file)", file=sys.stderr)
+    else:
+      path = convert(args.task, args.parquet, args.out, limit=args.limit)
   except ConvertError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

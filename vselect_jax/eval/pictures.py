@@ -113,3 +113,74 @@ def render_selection(image, grid_hw, scores, keep, path: str,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def frame_maps(values, grid_thw) -> list[np.ndarray]:
+  """A video's per-token values split per temporal slot: grid_t arrays of
+  (grid_h / 2) * (grid_w / 2) values (tokens are slot-major, then raster)."""
+  t = int(grid_thw[0])
+  gh, gw = _check_grid(grid_thw[1:])
+  v = np.asarray(values)
+  per = (gh // 2) * (gw // 2)
+  if t <= 0 or v.shape != (t * per,):
+    raise ValueError(f"values must have one entry per merged token: shape "
+                     f"({t * per},) for grid {tuple(int(x) for x in grid_thw)}"
+                     f", got {v.shape}")
+  return [v[i * per:(i + 1) * per] for i in range(t)]
+
+
+def render_frame_strip(frames, grid_thw, scores, keep, path: str,
+                       title: str = "", max_slots: int = 8) -> str:
+  """Writes a video's selection as a strip: one column per temporal slot
+  (its first frame; at most ``max_slots``, evenly spaced), rows image |
+  importance | kept tokens. Scores are min-max normalised over the whole
+  video, so the slots compare.
+
+  Args:
+    frames: the sampled frames (uint8 H x W x 3), two per temporal slot
+      (the processor's pairs; an odd last one repeated).
+    grid_thw: (grid_t, grid_h, grid_w) of the video.
+    scores, keep: float[N] / bool[N] over its merged tokens.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  gh, gw = _check_grid(grid_thw[1:])
+  s_all = np.asarray(scores, np.float64)
+  s_slots = frame_maps(s_all, grid_thw)
+  k_slots = frame_maps(np.asarray(keep, bool), grid_thw)
+  if not np.all(np.isfinite(s_all)):
+    raise ValueError("scores must be finite")
+  t = len(s_slots)
+  if not frames:
+    raise ValueError("no frames to draw")
+  lo, hi = s_all.min(), s_all.max()
+  slots = np.unique(np.linspace(0, t - 1, min(t, max_slots)).round()
+                    .astype(int))
+  fig, axes = plt.subplots(3, len(slots), squeeze=False,
+                           figsize=(2.2 * len(slots), 6.8))
+  for col, slot in enumerate(slots):
+    img = resized(frames[min(2 * slot, len(frames) - 1)], (gh, gw))
+    s = s_slots[slot]
+    norm = (s - lo) / (hi - lo) if hi > lo else np.full_like(s, 0.5)
+    heat = plt.get_cmap("jet")(token_map(norm, (gh, gw)))[..., :3] * 255
+    k = k_slots[slot]
+    panels = (img, (0.4 * img + 0.6 * heat).astype(np.uint8),
+              dim_dropped(img, k, (gh, gw)))
+    for row, panel in enumerate(panels):
+      ax = axes[row, col]
+      ax.imshow(panel, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+    axes[0, col].set_title(f"slot {slot}: kept {int(k.sum())}/{k.size}",
+                           fontsize=8)
+  for row, name in enumerate(("frame", "importance", "kept")):
+    axes[row, 0].set_ylabel(name, fontsize=9)
+  k_all = np.asarray(keep, bool)
+  fig.suptitle(f"{title}  kept {int(k_all.sum())}/{k_all.size}".strip(),
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path

@@ -4,14 +4,18 @@ Data file, one JSON object per line (blank lines are skipped)::
 
   {"id": "q1", "image": "images/ab12.png", "question": "...",
    "answers": ["gold", ...],
+   # a video task has "video" (a path or a list) instead of / beside "image"
+   "video": "videos/x.mp4",
    # where the task needs them:
    "options": ["cat", "dog"], "category": "...", "question_type": "...",
    # optional:
    "hint": "...",      # ScienceQA context, printed before the question
    "group": "..."}     # MME: questions about the same image (default: image)
 
-``image`` is a path relative to the data file (absolute paths work too) or a
-list of them, possibly empty. Other keys are kept in ``extra`` and ignored.
+``image`` / ``video`` is a path relative to the data file (absolute paths
+work too) or a list of them, possibly empty; a record has at least one of
+the two keys. Other keys are kept in ``extra`` (MMBench's ``rotation`` and
+``l2_category``, Video-MME's ``duration`` and ``subtitles``).
 
 Predictions file, one JSON object per line: ``id`` and ``prediction`` (the
 decoded answer, stop strings already cut off), optionally ``prefill_ms``,
@@ -36,13 +40,14 @@ from collections.abc import Collection, Iterator, Sequence
 # Optional numeric fields of a prediction line, summarised by ``score``.
 EFFICIENCY_FIELDS = ("prefill_ms", "latency_ms", "visual_tokens_before",
                      "visual_tokens_after", "peak_memory_bytes")
-_RECORD_FIELDS = ("id", "image", "question", "answers", "options", "category",
+_RECORD_FIELDS = ("id", "image", "video", "question", "answers", "options", "category",
                   "question_type", "hint", "group")
 
 
-# Why a data record is bad, in report order (a subset of training's
-# ``data.errors.SKIP_KINDS``, under the same names).
-BAD_KINDS = ("malformed", "missing_file", "corrupt_image")
+# Why a data record is bad, in report order (training's
+# ``data.errors.SKIP_KINDS`` names, and "corrupt_video": training skips all
+# videos as "video_unsupported", evaluation decodes them).
+BAD_KINDS = ("malformed", "missing_file", "corrupt_image", "corrupt_video")
 
 
 class EvalDataError(ValueError):
@@ -70,6 +75,7 @@ class EvalRecord:
   Attributes:
     id: unique within the file.
     images: absolute image paths, in prompt order (may be empty).
+    videos: absolute video paths (after the images in the prompt).
     question: the raw question text (prompts are built by ``tasks``).
     answers: gold answers.
     options: option texts for multiple choice, else None.
@@ -91,6 +97,7 @@ class EvalRecord:
   group: str | None = None
   line: int = 0
   extra: dict = dataclasses.field(default_factory=dict, compare=False)
+  videos: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,25 +166,31 @@ def _opt_str(obj: dict, key: str, where: str) -> str | None:
 def _parse_record(obj: dict, where: str, lineno: int, root: str,
                   required: Sequence[str]) -> EvalRecord:
   """One line's record; raises ``BadRecordError`` ("malformed")."""
-  for key in ("id", "image", "question", "answers", *required):
+  media = ("video",) if obj.get("video") is not None and (
+      obj.get("image") is None) else ("image",)
+  for key in ("id", *media, "question", "answers", *required):
     if key not in obj or obj[key] is None:
       raise BadRecordError("malformed", f"{where}: missing key {key!r}")
   rid = obj["id"]
   if not isinstance(rid, str) or not rid:
     raise BadRecordError("malformed", f"{where}: 'id' must be a non-empty "
                          f"string, got {rid!r}")
-  image = obj["image"]
-  images = ((image,) if isinstance(image, str)
-            else _str_list(image, where, "image", allow_empty=True))
-  if any(not p for p in images):
-    raise BadRecordError("malformed", f"{where}: empty image path")
+  def paths(key):
+    value = obj.get(key)
+    if value is None:
+      return ()
+    out = ((value,) if isinstance(value, str)
+           else _str_list(value, where, key, allow_empty=True))
+    if any(not p for p in out):
+      raise BadRecordError("malformed", f"{where}: empty {key} path")
+    return tuple(os.path.join(root, p) for p in out)
+  images, videos = paths("image"), paths("video")
   if not isinstance(obj["question"], str):
     raise BadRecordError("malformed", f"{where}: 'question' must be a string")
   answers = _str_list(obj["answers"], where, "answers", allow_empty=False)
   options = obj.get("options")
   if options is not None:
     options = _str_list(options, where, "options", allow_empty=False)
-  images = tuple(os.path.join(root, p) for p in images)
   group = _opt_str(obj, "group", where)
   return EvalRecord(
       id=rid, images=images, question=obj["question"], answers=answers,
@@ -185,7 +198,7 @@ def _parse_record(obj: dict, where: str, lineno: int, root: str,
       question_type=_opt_str(obj, "question_type", where),
       hint=_opt_str(obj, "hint", where),
       group=group if group is not None else (images[0] if images else rid),
-      line=lineno,
+      line=lineno, videos=videos,
       extra={k: v for k, v in obj.items() if k not in _RECORD_FIELDS})
 
 
@@ -204,6 +217,15 @@ def check_image(path: str) -> None:
   except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError included
     raise BadRecordError("corrupt_image", f"image {path} is not a readable "
                          f"image ({e})") from None
+
+
+def check_video(path: str) -> None:
+  """Raises ``BadRecordError`` when ``path`` is absent or its container
+  header does not open as a video (frames are decoded only in the run)."""
+  if not os.path.isfile(path):
+    raise BadRecordError("missing_file", f"video {path}: no such file")
+  from vselect_jax.eval import video
+  video.probe(path)
 
 
 @dataclasses.dataclass
@@ -233,7 +255,12 @@ class EvalData:
 
   def skip_counts(self) -> dict[str, int]:
     """{kind: count} over ``BAD_KINDS`` (zeros included)."""
-    return {k: sum(s.kind == k for s in self.skipped) for k in BAD_KINDS}
+    return count_skipped(self.skipped)
+
+
+def count_skipped(skipped: Sequence[Skipped]) -> dict[str, int]:
+  """{kind: count} over ``BAD_KINDS`` (zeros included)."""
+  return {k: sum(s.kind == k for s in skipped) for k in BAD_KINDS}
 
 
 def read_data(path: str, required: Sequence[str] = (), *,
@@ -245,7 +272,7 @@ def read_data(path: str, required: Sequence[str] = (), *,
     required: keys beyond id/image/question/answers that every line must
       have (a task's ``required_fields``).
     check_images: also check that every image exists and is an image
-      (``check_image``).
+      (``check_image``), and every video opens (``check_video``).
     skip_bad: leave bad records out and list them in ``skipped`` instead of
       raising at the first one.
 
@@ -269,10 +296,12 @@ def read_data(path: str, required: Sequence[str] = (), *,
                              f"{record.id!r} (first on line "
                              f"{seen[record.id]})")
       if check_images:
-        for image in record.images:
+        media = ([(p, check_image) for p in record.images]
+                 + [(p, check_video) for p in record.videos])
+        for image, check in media:
           if image not in checked:
             try:
-              check_image(image)
+              check(image)
               checked[image] = None
             except BadRecordError as e:
               checked[image] = e
@@ -287,8 +316,8 @@ def read_data(path: str, required: Sequence[str] = (), *,
     seen[record.id] = lineno
     records.append(record)
   if not records:
-    counts = ", ".join(f"{k}={n}" for k, n in
-                       EvalData(path, [], skipped).skip_counts().items() if n)
+    counts = ", ".join(f"{k}={n}" for k, n in count_skipped(skipped).items()
+                       if n)
     raise EvalDataError(f"{path}: no records" + (
         f" left after skipping {len(skipped)} bad ones ({counts})"
         if skipped else ""))

@@ -27,7 +27,7 @@ means (no compile there).
 
 Examples are prepared while the model generates: a thread prepares at most
 ``EvalSettings.prefetch`` examples ahead (``ExampleStream``), so host memory
-is bounded by that depth (each example holds its pixels, ~38 MB at the
+is bounded by that depth (each example holds its pixels, ~37 MB at the
 default pixel limits), not by the dataset. The data file is validated before
 (``records.read_data``); with ``skip_bad`` bad records are skipped and
 counted by kind in ``summary.json`` (``skipped``, ``skipped_records``),
@@ -51,6 +51,7 @@ from PIL import Image
 from vselect_jax.eval import records as records_lib
 from vselect_jax.eval import score as score_lib
 from vselect_jax.eval import tasks as tasks_lib
+from vselect_jax.eval.video import VideoSampling
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class EvalSettings:
       stopping at the first.
     prefetch: examples prepared ahead of the one generating (host memory
       grows with it; 1 or 2 keep the device fed).
+    video: how video frames are sampled and sized (``eval.video``).
 
   Raises:
     ValueError: naming the field (and its ``eval.py`` flag) on a value that
@@ -96,6 +98,7 @@ class EvalSettings:
   max_new_tokens: int | None = None
   skip_bad: bool = False
   prefetch: int = 2
+  video: VideoSampling = VideoSampling()
 
   def __post_init__(self):
     def check(name, low, high=None, optional=False):
@@ -118,6 +121,8 @@ class EvalSettings:
     if self.min_pixels > self.max_pixels:
       raise ValueError(f"min_pixels ({self.min_pixels}, --min-pixels) is "
                        f"above max_pixels ({self.max_pixels}, --max-pixels)")
+    if not isinstance(self.video, VideoSampling):
+      raise ValueError(f"video must be a VideoSampling, got {self.video!r}")
 
 
 def load_image(path: str, settings: EvalSettings) -> Image.Image:
@@ -154,15 +159,36 @@ class Example:
   pixel_values: np.ndarray | None       # float32[P, 1176]
   image_grid_thw: np.ndarray | None     # int64[I, 3]
   images: list                          # the PIL images as preprocessed
+  pixel_values_videos: np.ndarray | None = None   # float32[Pv, 1176]
+  video_grid_thw: np.ndarray | None = None        # int64[V, 3]
+  second_per_grid_ts: np.ndarray | None = None    # float32[V]
+  clips: list = dataclasses.field(default_factory=list)  # video.Clip per video
+
+  @property
+  def grids(self) -> np.ndarray | None:
+    """int64[I + V, 3]: image then video grids (the prompt's order)."""
+    parts = [g for g in (self.image_grid_thw, self.video_grid_thw)
+             if g is not None]
+    return np.concatenate(parts) if parts else None
+
+  def media(self) -> dict:
+    """The processor-style keyword arguments of ``model.generate``."""
+    return {"pixel_values": self.pixel_values,
+            "image_grid_thw": self.image_grid_thw,
+            "pixel_values_videos": self.pixel_values_videos,
+            "video_grid_thw": self.video_grid_thw,
+            "second_per_grid_ts": self.second_per_grid_ts}
 
 
 def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
                     record: records_lib.EvalRecord,
                     settings: EvalSettings) -> Example:
-  """Chat-templated token ids and pixels of one record."""
-  from vselect_jax.data import chat, preprocess_image
+  """Chat-templated token ids and pixels of one record (images, then
+  videos, then the text)."""
+  from vselect_jax.data import chat, preprocess_image, preprocess_video
   from vselect_jax.data.image_processor import merged_tokens
   from vselect_jax.data.sample import processor_params
+  from vselect_jax.eval import video as video_lib
   params = processor_params(settings.family or "qwen2_5_vl")
   pix, grids, images = [], [], []
   for path in record.images:
@@ -172,12 +198,26 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
     pix.append(p)
     grids.append(np.asarray(g).reshape(3))
     images.append(im)
+  vpix, vgrids, clips = [], [], []
+  for path in record.videos:
+    clip = video_lib.load_clip(path, settings.video)
+    p, g = preprocess_video(clip.frames, clip.min_pixels, clip.max_pixels,
+                            params=params)
+    vpix.append(p)
+    vgrids.append(np.asarray(g).reshape(3))
+    clips.append(clip)
   # The one chat template of training and evaluation (data/chat.py).
   ids = chat.prompt_ids(tokenizer, tasks_lib.build_prompt(spec, record),
-                        [merged_tokens(g) for g in grids])
-  return Example(record, np.asarray([ids], np.int32),
-                 np.concatenate(pix) if pix else None,
-                 np.stack(grids) if grids else None, images)
+                        [merged_tokens(g) for g in grids],
+                        [merged_tokens(g) for g in vgrids])
+  return Example(
+      record, np.asarray([ids], np.int32),
+      np.concatenate(pix) if pix else None,
+      np.stack(grids) if grids else None, images,
+      np.concatenate(vpix) if vpix else None,
+      np.stack(vgrids) if vgrids else None,
+      np.full(len(vgrids), settings.video.second_per_grid_t, np.float32)
+      if vgrids else None, clips)
 
 
 def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
@@ -256,7 +296,8 @@ class ExampleStream:
     except records_lib.BadRecordError as e:
       err = records_lib.BadRecordError(e.kind, f"{where}: {e}")
     except ValueError as e:  # the image processor on a degenerate image
-      err = records_lib.BadRecordError("corrupt_image", f"{where}: {e}")
+      kind = "corrupt_video" if record.videos else "corrupt_image"
+      err = records_lib.BadRecordError(kind, f"{where}: {e}")
     except Exception as e:  # not the data's fault: re-raised, record named
       e.add_note(f"while preparing {where}")
       return e
@@ -278,11 +319,14 @@ class ExampleStream:
       return False
 
     def work():
-      for record in self.records:
-        item = self._prepare(record)
-        if not put(item) or isinstance(item, BaseException):
-          return
-      put(self._DONE)
+      try:
+        for record in self.records:
+          item = self._prepare(record)
+          if not put(item) or isinstance(item, BaseException):
+            return
+        put(self._DONE)
+      except BaseException as e:  # the caller must never wait forever
+        put(e)
 
     thread = threading.Thread(target=work, name="eval-prefetch", daemon=True)
     thread.start()
@@ -367,15 +411,14 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
       timings = {}
       compiles = model.num_compiles
       tokens = model.generate(
-          ex.input_ids, pixel_values=ex.pixel_values,
-          image_grid_thw=ex.image_grid_thw, budget=budget, method=method,
+          ex.input_ids, **ex.media(), budget=budget, method=method,
           per_image=settings.per_image, seed=settings.seed,
           max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad,
           timings=timings)
       text = tokenizer.decode([t for t in tokens[0] if t not in (eos, pad)],
                               skip_special_tokens=True)
       text = tasks_lib.cut_at_stop(text, spec.stop).strip()
-      before, after = visual_token_counts(ex.image_grid_thw, budget,
+      before, after = visual_token_counts(ex.grids, budget,
                                           settings.per_image,
                                           merge_unit=merge_unit)
       # A call that traced a new program also compiled it: not timed.
@@ -406,7 +449,7 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
       "method": method, "budget": budget,
       "settings": dataclasses.asdict(settings),
       "warmup_excluded": len(warm),
-      "skipped": records_lib.EvalData(data_path, [], skipped).skip_counts(),
+      "skipped": records_lib.count_skipped(skipped),
       "skipped_records": [s.as_dict() for s in skipped],
   })
   with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
@@ -439,21 +482,22 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def token_maps(model, ex: Example, budget, method: str,
                settings: EvalSettings) -> list[tuple]:
-  """Per image: (importance float[N_i], kept bool[N_i]) over its merged
-  tokens in raster order. Importance is the selector's soft top-k mask
-  (what the reference visualises) or the baseline's own signal."""
-  out = model.forward(ex.input_ids, pixel_values=ex.pixel_values,
-                      image_grid_thw=ex.image_grid_thw,
+  """Per image, then per video: (importance float[N_i], kept bool[N_i])
+  over its merged tokens in raster order (a video's: frame slot, row,
+  column). Importance is the selector's soft top-k mask (what the reference
+  visualises) or the baseline's own signal."""
+  out = model.forward(ex.input_ids, **ex.media(),
                       budget=1.0 if budget is None else budget,
                       method=method, per_image=settings.per_image,
                       seed=settings.seed, soft_mask=True)
   ids = ex.input_ids[0]
-  visual = np.flatnonzero(ids == model.config.image_token_id)
+  visual = np.flatnonzero(np.isin(ids, (model.config.image_token_id,
+                                        model.config.video_token_id)))
   imp = out.soft_mask[0, visual]
   kept_pos = set(int(p) for p in out.keep_index[0] if p >= 0)
   kept = np.array([int(p) in kept_pos for p in visual])
   maps, start = [], 0
-  for g in ex.image_grid_thw:
+  for g in ex.grids:
     n = int(np.prod(g)) // model.config.vision.merge_unit
     maps.append((imp[start:start + n], kept[start:start + n]))
     start += n
@@ -463,14 +507,17 @@ def token_maps(model, ex: Example, budget, method: str,
 def _visualize(model, ex: Example, budget, method, settings, out_dir, task):
   from vselect_jax.eval import pictures
   os.makedirs(out_dir, exist_ok=True)
-  if ex.image_grid_thw is None:
+  if ex.grids is None:
     return
-  for j, ((imp, kept), im, g) in enumerate(zip(
-      token_maps(model, ex, budget, method, settings), ex.images,
-      ex.image_grid_thw)):
-    if int(g[0]) != 1:
-      continue  # videos are not drawn
+  maps = token_maps(model, ex, budget, method, settings)
+  n_img = 0 if ex.image_grid_thw is None else len(ex.image_grid_thw)
+  title = f"{method} @ {budget_name(budget)}: {ex.record.id}"
+  for j, ((imp, kept), g) in enumerate(zip(maps, ex.grids)):
     name = f"{task}_{ex.record.id}_{method}_{budget_name(budget)}_{j}.png"
-    pictures.render_selection(
-        im, (int(g[1]), int(g[2])), imp, kept, os.path.join(out_dir, name),
-        title=f"{method} @ {budget_name(budget)}: {ex.record.id}")
+    path = os.path.join(out_dir, name)
+    if j < n_img:
+      pictures.render_selection(ex.images[j], (int(g[1]), int(g[2])), imp,
+                                kept, path, title=title)
+    else:
+      pictures.render_frame_strip(ex.clips[j - n_img].frames, g, imp, kept,
+                                  path, title=title)

@@ -3,7 +3,10 @@
 Prompts reproduce lmms-eval's ``doc_to_text`` with the "default" kwargs that
 the VisionSelector scripts use (``docvqa_val``, ``chartqa``, ``textvqa_val``,
 ``ocrbench``, ``scienceqa_img``, ``ai2d_no_mask``, ``mmmu_val``, ``mme``,
-``pope``). ``build_prompt`` returns the user text only:
+``pope``), and the MMBench dev sets of the paper's tables
+(``mmbench_en_dev``, ``mmbench_cn_dev``: CircularEval over the rotations the
+converter writes, option letters matched deterministically where lmms-eval
+would ask a GPT judge, unparsable answers counted). ``build_prompt`` returns the user text only:
 ``vselect_jax.data.chat.prompt_ids`` puts the images first and applies the
 chat template, the one training samples are built with. Like the lmms-eval
 Qwen2.5-VL wrapper, literal ``<image>`` strings are removed from the text (MMMU's
@@ -20,6 +23,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from vselect_jax.eval import metrics as M
+from vselect_jax.eval.metrics import circular as circular_lib
 from vselect_jax.eval.metrics import mmmu as mmmu_lib
 from vselect_jax.eval.metrics import ocrbench as ocrbench_lib
 from vselect_jax.eval.records import EvalRecord
@@ -32,6 +36,26 @@ MMMU_MC_PROMPT = "Answer with the option's letter from the given choices directl
 MMMU_OPEN_PROMPT = "Answer the question using a single word or phrase."
 # MME questions end with this; lmms-eval swaps it for the post-prompt.
 MME_SUFFIX = " Please answer yes or no."
+# MMBench (lmms-eval's mmbench_{en,cn}_dev): "{hint} {question} {options}"
+# then a newline and the post-prompt, which itself starts with a newline.
+MMBENCH_OPTIONS = "There are several options:"
+MMBENCH_EN_POST = ("\nAnswer with the option's letter from the given choices "
+                   "directly.")
+MMBENCH_CN_POST = "\n请直接使用所提供的选项字母作为答案回答。"
+# Video-MME's official prompts (lmms-eval's videomme utils).
+VIDEOMME_PROMPT = ("Select the best answer to the following multiple-choice "
+                   "question based on the video. Respond with only the letter "
+                   "(A, B, C, or D) of the correct option.")
+VIDEOMME_SUB_PROMPT = ("Select the best answer to the following "
+                       "multiple-choice question based on the video and the "
+                       "subtitles. Respond with only the letter (A, B, C, or "
+                       "D) of the correct option.")
+VIDEOMME_SUBTITLES = "This video's subtitles are listed below: \n"
+VIDEOMME_POST = "The best answer is:"
+MLVU_POST = "\nOnly give the best option.\n"
+LVB_POST = "Answer with the option's letter from the given choices directly.\n"
+VIDEO_LETTER_POST = ("Answer with the option's letter from the given choices "
+                     "directly.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +140,45 @@ def _prompt_mmmu(r: EvalRecord) -> str:
   return f"{r.question}\n\n{MMMU_OPEN_PROMPT}"
 
 
+def _prompt_mmbench(post: str) -> Callable[[EvalRecord], str]:
+  def prompt(r: EvalRecord) -> str:
+    options = MMBENCH_OPTIONS + "\n" + _choices_block(r.options)
+    query = (f"{r.hint} {r.question} {options}" if r.hint
+             else f"{r.question} {options}")
+    return f"{query}\n{post}"
+  return prompt
+
+
+def _prompt_videomme(subtitles: bool) -> Callable[[EvalRecord], str]:
+  def prompt(r: EvalRecord) -> str:
+    body = (f"{VIDEOMME_SUB_PROMPT if subtitles else VIDEOMME_PROMPT}\n"
+            f"{r.question}\n{_choices_block(r.options)}\n{VIDEOMME_POST}")
+    if not subtitles:
+      return body
+    text = r.extra.get("subtitles") or "No subtitles available"
+    return f"{VIDEOMME_SUBTITLES}{text}\n{body}"
+  return prompt
+
+
+def _prompt_mlvu(r: EvalRecord) -> str:
+  # The question holds its "(A) ..." options (MLVU's layout).
+  return f"\n{r.question}{MLVU_POST}\nBest option: ("
+
+
+def _prompt_mvbench(r: EvalRecord) -> str:
+  letters = M.option_letters(len(r.options))
+  options = "".join(f"({l}) {o}\n" for l, o in zip(letters, r.options))
+  return f"Question:{r.question}\nOption:\n{options}{VIDEO_LETTER_POST}"
+
+
+def _prompt_longvideobench(r: EvalRecord) -> str:
+  return f"{r.question}\n{_choices_block(r.options)}\n{LVB_POST}"
+
+
+def _prompt_egoschema(r: EvalRecord) -> str:
+  return f"{r.question}\n{_choices_block(r.options)}\n{VIDEO_LETTER_POST}"
+
+
 def _prompt_mme(r: EvalRecord) -> str:
   return r.question.strip().replace(MME_SUFFIX, "") + SHORT_ANSWER
 
@@ -178,6 +241,85 @@ def _score_choice(records, predictions):
   details["unparsed"] = sum(l is None for l in letters)
   return TaskResult({"accuracy": _mean(scores)}, details,
                     _per_sample(records, predictions, scores, letters))
+
+
+def _score_mmbench(records, predictions):
+  """CircularEval, plain and original-row (vanilla) accuracy, per category
+  and L2 category; letters by deterministic matching (no GPT judge)."""
+  letters = [M.extract_choice_letter(p, r.options)
+             for r, p in zip(records, predictions)]
+  ok = [l is not None and l in {a.strip().upper() for a in r.answers}
+        for r, l in zip(records, letters)]
+  groups = [r.group for r in records]
+  original = [i for i, r in enumerate(records)
+              if int(r.extra.get("rotation", 0)) == 0]
+  metrics = {
+      "circular_accuracy": circular_lib.circular_accuracy(groups, ok),
+      "accuracy": _mean([float(x) for x in ok]),
+      "vanilla_accuracy": _mean([float(ok[i]) for i in original]),
+  }
+  details = {"unparsed": sum(l is None for l in letters),
+             "questions": len(set(groups)), "rows": len(records)}
+  for key, name in (("category", "category"), ("l2_category", "l2_category")):
+    cats = [r.category if key == "category" else r.extra.get(key)
+            for r in records]
+    if not any(c is not None for c in cats):
+      continue
+    circ, plain = {}, {}
+    for c in sorted({c for c in cats if c is not None}):
+      idx = [i for i, x in enumerate(cats) if x == c]
+      circ[c] = circular_lib.circular_accuracy([groups[i] for i in idx],
+                                               [ok[i] for i in idx])
+      plain[c] = _mean([float(ok[i]) for i in idx])
+    details[f"circular_accuracy_by_{name}"] = circ
+    details[f"accuracy_by_{name}"] = plain
+  return TaskResult(metrics, details, _per_sample(
+      records, predictions, [float(x) for x in ok], letters))
+
+
+def _score_video_choice(parse: str, breakdowns: Sequence[str] = (),
+                        mean_over: str | None = None):
+  """A multiple-choice video task.
+
+  Args:
+    parse: "first" (lmms-eval's first-letter rule, ``first_option_letter``)
+      or "choice" (``extract_choice_letter``, for tasks whose lmms-eval
+      parser is a stricter form of it).
+    breakdowns: record attributes / extra keys to report accuracy by.
+    mean_over: also report ``mean_accuracy``, the mean of the per-value
+      accuracies of this key (MVBench's 20 subtasks, MLVU's M-Avg).
+  """
+  def letter(r, p):
+    if parse == "first":
+      return M.first_option_letter(
+          p, M.option_letters(len(r.options)) if r.options else "ABCD")
+    return M.extract_choice_letter(p, r.options)
+
+  def value(r, key):
+    return getattr(r, key) if key in ("category", "question_type") else (
+        r.extra.get(key))
+
+  def score(records, predictions):
+    letters = [letter(r, p) for r, p in zip(records, predictions)]
+    ok = [float(l is not None and l in {a.strip().upper() for a in r.answers})
+          for r, l in zip(records, letters)]
+    metrics = {"accuracy": _mean(ok)}
+    details = {"unparsed": sum(l is None for l in letters)}
+    for key in dict.fromkeys((*breakdowns, *([mean_over] if mean_over
+                                             else []))):
+      by = {}
+      for r, x in zip(records, ok):
+        v = value(r, key)
+        if v is not None:
+          by.setdefault(str(v), []).append(x)
+      details[f"accuracy_by_{key}"] = {k: _mean(v)
+                                       for k, v in sorted(by.items())}
+    if mean_over:
+      by = details[f"accuracy_by_{mean_over}"]
+      metrics["mean_accuracy"] = _mean(list(by.values()))
+    return TaskResult(metrics, details,
+                      _per_sample(records, predictions, ok, letters))
+  return score
 
 
 def _score_ocrbench(records, predictions):
@@ -303,7 +445,44 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("pope", "pope", "lmms-lab/POPE", "test", 128, SHORT_ANSWER, (),
              (), ("accuracy", "precision", "recall", "f1", "yes_ratio"),
              _prompt_pope, _score_pope),
+    # Rows are the circular rotations (group = the question's index).
+    TaskSpec("mmbench_en_dev", "mmbench_en_dev", "lmms-lab/MMBench:en", "dev",
+             1024, MMBENCH_EN_POST, ("ASSISTANT:",), ("options",),
+             ("circular_accuracy", "accuracy", "vanilla_accuracy"),
+             _prompt_mmbench(MMBENCH_EN_POST), _score_mmbench),
+    TaskSpec("mmbench_cn_dev", "mmbench_cn_dev", "lmms-lab/MMBench:cn", "dev",
+             256, MMBENCH_CN_POST, (), ("options",),
+             ("circular_accuracy", "accuracy", "vanilla_accuracy"),
+             _prompt_mmbench(MMBENCH_CN_POST), _score_mmbench),
+    # Video, multiple choice (``video`` records; frames: ``eval.video``).
+    TaskSpec("videomme", "videomme", "lmms-lab/Video-MME", "test", 16,
+             VIDEOMME_POST, (), ("options",), ("accuracy",),
+             _prompt_videomme(False),
+             _score_video_choice("first", ("duration", "category",
+                                           "domain"))),
+    TaskSpec("videomme_w_subtitle", "videomme_w_subtitle",
+             "lmms-lab/Video-MME", "test", 16, VIDEOMME_POST, (),
+             ("options",), ("accuracy",), _prompt_videomme(True),
+             _score_video_choice("first", ("duration", "category",
+                                           "domain"))),
+    TaskSpec("mlvu_dev", "mlvu_dev", "sy1998/MLVU_dev", "test", 16,
+             MLVU_POST, (), (), ("accuracy", "mean_accuracy"), _prompt_mlvu,
+             _score_video_choice("first", mean_over="category")),
+    TaskSpec("mvbench", "mvbench", "OpenGVLab/MVBench", "train", 16,
+             VIDEO_LETTER_POST, (), ("options", "category"),
+             ("mean_accuracy", "accuracy"), _prompt_mvbench,
+             _score_video_choice("choice", mean_over="category")),
+    TaskSpec("longvideobench_val_v", "longvideobench_val_v",
+             "longvideobench/LongVideoBench", "validation", 32, LVB_POST, (),
+             ("options",), ("accuracy",), _prompt_longvideobench,
+             _score_video_choice("first", ("duration_group", "category"))),
+    TaskSpec("egoschema_subset", "egoschema_subset", "lmms-lab/egoschema:Subset",
+             "test", 16, VIDEO_LETTER_POST, (), ("options",), ("accuracy",),
+             _prompt_egoschema, _score_video_choice("choice")),
 )}
+
+VIDEO_TASKS = ("videomme", "videomme_w_subtitle", "mlvu_dev", "mvbench",
+               "longvideobench_val_v", "egoschema_subset")
 
 
 def get_task(name: str) -> TaskSpec:

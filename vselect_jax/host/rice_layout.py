@@ -28,6 +28,7 @@ import numpy as np
 
 from vselect_jax.config import RiceVisionConfig
 from vselect_jax.host.buckets import bucket
+from vselect_jax.host.vision_layout import check_grid
 
 # Patch capacity granularity (a multiple of the 2x2 merge unit) and class
 # slot granularity.
@@ -53,17 +54,6 @@ class RiceLayout:
         "merged_valid")}
 
 
-def _check_grid(grid: np.ndarray, cfg: RiceVisionConfig) -> None:
-  if grid.ndim != 2 or grid.shape[1] != 3:
-    raise ValueError(f"grid_thw must be [num_items, 3], got shape {grid.shape}")
-  m = cfg.spatial_merge_size
-  for t, h, w in grid.tolist():
-    if t < 1 or h < m or w < m or h % m or w % m:
-      raise ValueError(
-          f"invalid grid (t={t}, h={h}, w={w}): t must be >= 1 and h, w "
-          f"positive multiples of spatial_merge_size={m}")
-
-
 def build_rice_layout(grid_thw, cfg: RiceVisionConfig,
                       capacity: int | None = None,
                       class_capacity: int | None = None) -> RiceLayout:
@@ -82,7 +72,7 @@ def build_rice_layout(grid_thw, cfg: RiceVisionConfig,
   grid = np.asarray(grid_thw, dtype=np.int64)
   if grid.size == 0:
     grid = grid.reshape(0, 3)
-  _check_grid(grid, cfg)
+  check_grid(grid, cfg)
   m, unit = cfg.spatial_merge_size, cfg.merge_unit
   num_patches = int(np.prod(grid, axis=1).sum()) if len(grid) else 0
   num_frames = int(grid[:, 0].sum()) if len(grid) else 0

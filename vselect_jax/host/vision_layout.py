@@ -51,7 +51,9 @@ class VisionLayout:
     return {f: getattr(self, f) for f in self.ARRAY_FIELDS}
 
 
-def _check_grid(grid: np.ndarray, cfg: VisionConfig) -> None:
+def check_grid(grid: np.ndarray, cfg) -> None:
+  """Grids must be [n, 3] with t >= 1 and h, w multiples of the merge size
+  (any vision config with ``spatial_merge_size``)."""
   if grid.ndim != 2 or grid.shape[1] != 3:
     raise ValueError(f"grid_thw must be [num_items, 3], got shape {grid.shape}")
   m = cfg.spatial_merge_size
@@ -78,7 +80,7 @@ def build_vision_layout(grid_thw, cfg: VisionConfig,
   grid = np.asarray(grid_thw, dtype=np.int64)
   if grid.size == 0:
     grid = grid.reshape(0, 3)
-  _check_grid(grid, cfg)
+  check_grid(grid, cfg)
   m = cfg.spatial_merge_size
   unit = cfg.merge_unit
   wm = cfg.window_merged

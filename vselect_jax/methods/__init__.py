@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vselect_jax.methods.base import (IN_LLM, LAYER_QK, PRE_LLM,
-                                      VISION_LAST_BLOCK, Choice, Context,
-                                      Method, Relaxed)
+from vselect_jax.methods.base import (IN_LLM, IN_VISION, LAYER_QK, PRE_LLM,
+                                      VISION_BLOCK, VISION_LAST_BLOCK, Choice,
+                                      Context, Method, Relaxed)
 from vselect_jax.selector.budget import check_budget
 
 _INTERNAL = {"base", "ranking"}
@@ -94,4 +94,4 @@ def validate(name: str, budget=None, per_image: bool = False,
 
 
 __all__ = ["Choice", "Context", "Method", "Relaxed", "PRE_LLM", "IN_LLM",
-           "LAYER_QK", "VISION_LAST_BLOCK", "get", "names", "validate"]
+           "IN_VISION", "VISION_BLOCK", "LAYER_QK", "VISION_LAST_BLOCK", "get", "names", "validate"]

@@ -19,7 +19,7 @@ def _pools(ctx: Context):
   """The training pools: each row (``pool="row"``) or each sample of a
   packed row (``pool="sample"``: its segment, as the reference pools its
   batch of one per device); (group int32[B, T], None for the row)."""
-  pool = ctx.options["pool"]
+  pool = ctx.options.get("pool", "row")
   if pool not in ("row", "sample"):
     raise ValueError(f"selector option pool must be 'row' or 'sample', got "
                      f"{pool!r}")
@@ -40,9 +40,14 @@ def select(ctx: Context) -> Choice:
 
 
 def relax(ctx: Context) -> Relaxed:
-  """Soft and hard top-k over each pool: the row, with ``k_row``, or each
-  sample, with ``k_token`` (the k of each visual token's sample)."""
-  scores = _scores(ctx)
+  return relax_scores(ctx, _scores(ctx))
+
+
+def relax_scores(ctx: Context, scores: jax.Array) -> Relaxed:
+  """Soft and hard top-k of ``scores`` float32[B, T] over each pool (the
+  row, with ``k_row``, or each sample, with ``k_token``: the k of each
+  visual token's sample) and their BCE (shared with the in-tower
+  selector)."""
   group = _pools(ctx)
   if group is None:
     group = jnp.where(ctx.visual, 0, -1)

@@ -39,7 +39,8 @@ CONTEXT_FRACTION_PERCENT = 5
 
 
 def last_block_signals(visual, last_input: jax.Array, cos: jax.Array,
-                       sin: jax.Array, layout: dict
+                       sin: jax.Array, layout: dict, *,
+                       flat_keys: bool = False, raster: bool = True
                        ) -> tuple[jax.Array, jax.Array]:
   """Dominance float32[M] and keys float32[M, H] per merged token of one
   row, raster order (as the vision tower's output).
@@ -49,6 +50,10 @@ def last_block_signals(visual, last_input: jax.Array, cos: jax.Array,
     last_input: float[P, D] input of the last vision block (slot order).
     cos, sin: the tower's rotary tables, float32[P, H].
     layout: the row's ``VisionLayout`` arrays.
+    flat_keys: keys with every head concatenated, float32[M, N * H]
+      (PruMerge+), instead of their mean over heads (VisionZip).
+    raster: False leaves both in the tower's window order (HoloV's
+      reference never un-permutes its scores).
   """
   cfg = visual.config
   blk = visual.blocks[len(visual.blocks) - 1]
@@ -60,8 +65,12 @@ def last_block_signals(visual, last_input: jax.Array, cos: jax.Array,
                                 causal=False)[0]
   unit = cfg.merge_unit
   dominance = received.reshape(-1, unit).mean(-1)          # slot order
-  keys = k[0].astype(jnp.float32).mean(axis=1)
+  keys = k[0].astype(jnp.float32)
+  keys = (keys.reshape(keys.shape[0], -1) if flat_keys
+          else keys.mean(axis=1))
   keys = keys.reshape(-1, unit, keys.shape[-1]).mean(1)
+  if not raster:
+    return dominance, keys
   idx = layout["merged_index"]
   return dominance[idx], keys[idx]
 
@@ -147,20 +156,32 @@ def visionzip_select(dominance: jax.Array, keys: jax.Array, tokens: jax.Array,
   return (dominant | target) & (k_token > 0), out
 
 
-def select(ctx: Context) -> Choice:
+def last_block_at_positions(ctx: Context, **kw
+                            ) -> tuple[jax.Array, jax.Array]:
+  """``last_block_signals`` of every row at the prompt's visual positions:
+  dominance float32[B, T] (0 elsewhere) and keys float32[B, T, H]."""
   last_input, cos, sin = ctx.extras[VISION_LAST_BLOCK]
   if "class_seg" in ctx.batch:  # LLaVA-OV-1.5: the class token's attention
+    if kw:
+      raise ValueError("this method reads the Qwen2.5-VL vision tower's "
+                       "window order; it is not defined for LLaVA-OV-1.5 "
+                       "(the reference runs FastV, VisionZip, DivPrune and "
+                       "DART there)")
     signals = class_attention_signals
     layout = {k: ctx.batch[k] for k in ("frame_seg", "class_seg")}
   else:
-    signals = last_block_signals
+    signals = lambda *a: last_block_signals(*a, **kw)
     layout = {k: ctx.batch[k] for k in ("frame_seg", "window_seg",
                                         "merged_index")}
   dominance, keys = jax.vmap(lambda *a: signals(ctx.model.visual, *a))(
       last_input, cos, sin, layout)
   idx = jnp.maximum(ctx.batch["visual_index"], 0)
   dom = jnp.where(ctx.visual, jnp.take_along_axis(dominance, idx, 1), 0.0)
-  keys = jnp.take_along_axis(keys, idx[..., None], 1)
+  return dom, jnp.take_along_axis(keys, idx[..., None], 1)
+
+
+def select(ctx: Context) -> Choice:
+  dom, keys = last_block_at_positions(ctx)
   selected, tokens = visionzip_select(dom, keys, ctx.tokens, ctx.group,
                                       ctx.k_token)
   x = jnp.where(ctx.visual[..., None], tokens.astype(ctx.x.dtype), ctx.x)

@@ -19,6 +19,12 @@ Implementations:
 * ``"auto"``: cuDNN on GPU for 16-bit inputs; splash on TPU and blockwise
   elsewhere for long sequences; the dense reference for short ones.
 
+A key bias (``kv_bias`` float32[B, S], added to every logit of that key;
+-inf-like values drop the key) is how a soft mask enters attention
+(``soft_mask="attn_bias"``: log(m) per token). The reference, blockwise and
+xla/cudnn paths take it; splash has no bias input and falls back to
+blockwise when a bias is given.
+
 ``attention_received`` is the statistic that attention-based token pruning
 reads (FastV in the LLM, VisionZip in the vision tower): the softmax mass
 each key receives, computed blockwise from the layer's q and k.
@@ -43,13 +49,15 @@ def segment_mask(q_seg: jax.Array, kv_seg: jax.Array, causal: bool
   return mask
 
 
-def _reference(q, k, v, mask, scale):
+def _reference(q, k, v, mask, scale, kv_bias=None):
   b, t, n, h = q.shape
   kh = k.shape[2]
   g = n // kh
   q = q.reshape(b, t, kh, g, h)
   logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k,
                       preferred_element_type=jnp.float32) * scale
+  if kv_bias is not None:
+    logits = logits + kv_bias.astype(jnp.float32)[:, None, None, None, :]
   logits = jnp.where(mask[:, None, None], logits, _MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v,
@@ -57,7 +65,7 @@ def _reference(q, k, v, mask, scale):
   return out.reshape(b, t, n, h).astype(q.dtype)
 
 
-def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
+def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block, kv_bias=None):
   """Online-softmax attention over key blocks (flash-attention style).
 
   Never materialises the [T, S] logits: on the CPU this is several times
@@ -70,10 +78,13 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
   s, kh = k.shape[1], k.shape[2]
   g = n // kh
   pad = -s % block
+  bias = (jnp.zeros((b, s), jnp.float32) if kv_bias is None
+          else kv_bias.astype(jnp.float32))
   if pad:
     k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
     v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
     kv_seg = jnp.pad(kv_seg, ((0, 0), (0, pad)), constant_values=-1)
+    bias = jnp.pad(bias, ((0, 0), (0, pad)))
   nb = (s + pad) // block
   # Heads-first layouts so each step is two plain batched matmuls.
   qg = (q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4)
@@ -81,6 +92,7 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
   kb = k.reshape(b, nb, block, kh, h).transpose(1, 0, 3, 2, 4)  # [nb,B,K,S,H]
   vb = v.reshape(b, nb, block, kh, h).transpose(1, 0, 3, 2, 4)
   sb = kv_seg.reshape(b, nb, block).swapaxes(0, 1)
+  bb = bias.reshape(b, nb, block).swapaxes(0, 1)
   qpos = jnp.arange(t) + (s - t)
 
   def attend(qg, qs, qp, nblocks):
@@ -89,9 +101,11 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
 
     def step(carry, xs):
       m, total, acc = carry
-      kj, vj, sj, j = xs
+      kj, vj, sj, bj, j = xs
       logits = jnp.einsum("BKGTH,BKSH->BKGTS", qg, kj,
                           preferred_element_type=jnp.float32)
+      if kv_bias is not None:
+        logits = logits + bj[:, None, None, None, :]
       mask = qs[:, :, None] == sj[:, None, :]
       if causal:
         kpos = j * block + jnp.arange(block)
@@ -110,7 +124,8 @@ def _blockwise(q, k, v, q_seg, kv_seg, causal, scale, block):
     init = (jnp.full((b, kh, g, tq), _MASK_VALUE, jnp.float32),
             jnp.zeros((b, kh, g, tq), jnp.float32),
             jnp.zeros((b, kh, g, tq, h), jnp.float32))
-    xs = (kb[:nblocks], vb[:nblocks], sb[:nblocks], jnp.arange(nblocks))
+    xs = (kb[:nblocks], vb[:nblocks], sb[:nblocks], bb[:nblocks],
+          jnp.arange(nblocks))
     (_, total, acc), _ = jax.lax.scan(step, init, xs)
     return acc / jnp.maximum(total, 1e-30)[..., None]
 
@@ -177,7 +192,8 @@ BLOCKWISE_BLOCK = 512
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                           q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
                           causal: bool, scale: float | None = None,
-                          implementation: str = "auto") -> jax.Array:
+                          implementation: str = "auto",
+                          kv_bias: jax.Array | None = None) -> jax.Array:
   """Softmax attention restricted to equal segment ids.
 
   Args:
@@ -187,6 +203,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     scale: logit scale, default H ** -0.5.
     implementation: "auto", "reference", "blockwise", "splash",
       "splash_interpret", "xla" or "cudnn".
+    kv_bias: float[B, S] added to the logits of each key (a soft mask's
+      log(m)), or None.
 
   Returns:
     float[B, T, N, H] in q's dtype.
@@ -202,22 +220,31 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
       implementation = "blockwise"
     else:
       implementation = "reference"
+  if kv_bias is not None and implementation in ("splash",
+                                                 "splash_interpret"):
+    # The splash kernel has no additive-bias input; the blockwise form has
+    # the same memory profile (only the soft-mask training path gets here).
+    implementation = "blockwise"
   if implementation == "blockwise":
     return _blockwise(q, k, v, q_segment_ids, kv_segment_ids, causal, scale,
-                      BLOCKWISE_BLOCK)
+                      BLOCKWISE_BLOCK, kv_bias)
   if implementation in ("splash", "splash_interpret"):
     return _splash(q, k, v, q_segment_ids, kv_segment_ids, causal, scale,
                    interpret=implementation == "splash_interpret")
   mask = segment_mask(q_segment_ids, kv_segment_ids, causal)
   if implementation == "reference":
-    return _reference(q, k, v, mask, scale)
+    return _reference(q, k, v, mask, scale, kv_bias)
   if implementation in ("xla", "cudnn"):
     # The mask is given per head: jax's cuDNN path reshapes a head-broadcast
     # mask wrongly under vmap (the vision tower is vmapped over packed rows).
     b, t, n, _ = q.shape
     mask = jnp.broadcast_to(mask[:, None], (b, n, t, k.shape[1]))
+    bias = None
+    if kv_bias is not None:  # a dense [B, N, T, S] bias, as jax takes it
+      bias = jnp.broadcast_to(kv_bias.astype(q.dtype)[:, None, None, :],
+                              (b, n, t, k.shape[1]))
     return jax.nn.dot_product_attention(
-        q, k, v, mask=mask, scale=scale,
+        q, k, v, bias=bias, mask=mask, scale=scale,
         implementation=implementation)
   raise ValueError(f"unknown attention implementation {implementation!r}")
 
@@ -247,7 +274,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
 def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                           segment_ids: jax.Array, block: int,
                           scale: float | None = None,
-                          implementation: str = "auto") -> jax.Array:
+                          implementation: str = "auto",
+                          kv_bias: jax.Array | None = None) -> jax.Array:
   """Attention within segments that each span at most ``block`` consecutive
   positions (the vision windows), in O(T * 3 * block) instead of O(T^2).
 
@@ -261,6 +289,7 @@ def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     block: the maximal segment length.
     implementation: as ``dot_product_attention`` (per block of queries;
       "auto" is the dense reference on CPU/TPU, cuDNN on GPU in bf16).
+    kv_bias: float[B, T] per-key logit bias, or None.
 
   Returns:
     float[B, T, N, H].
@@ -283,10 +312,12 @@ def local_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
   seg_k = neighbours(segment_ids + 1) - 1
   qb = q.reshape(b * nb, block, n, h)
   seg_q = segment_ids.reshape(b * nb, block)
+  bias = (None if kv_bias is None else
+          neighbours(kv_bias).reshape(b * nb, 3 * block))
   out = dot_product_attention(
       qb, kb, vb, q_segment_ids=seg_q,
       kv_segment_ids=seg_k.reshape(b * nb, 3 * block), causal=False,
-      scale=scale, implementation=implementation)
+      scale=scale, implementation=implementation, kv_bias=bias)
   return out.reshape(b, t, n, h)
 
 

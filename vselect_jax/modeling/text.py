@@ -53,10 +53,13 @@ class Attention(nnx.Module):
     return rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
-               segment_ids: jax.Array, cache: dict | None = None
+               segment_ids: jax.Array, cache: dict | None = None,
+               key_bias: jax.Array | None = None
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Self-attention; with ``cache`` the new keys/values are written at
     ``cache["index"]`` and the queries attend the whole cache.
+    ``key_bias`` float32[B, T]: a logit bias per key (the soft mask's log,
+    training only; not with a cache).
 
     Returns:
       (output float[B, T, D], (k, v)): the new tokens' keys and values
@@ -68,8 +71,11 @@ class Attention(nnx.Module):
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     if cache is None:
       out = dot_product_attention(q, k, v, q_segment_ids=segment_ids,
-                                  kv_segment_ids=segment_ids, causal=True)
+                                  kv_segment_ids=segment_ids, causal=True,
+                                  kv_bias=key_bias)
     else:
+      if key_bias is not None:
+        raise ValueError("a key bias is not supported with a KV cache")
       idx = cache["index"]
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype),
                                        (0, idx, 0, 0))
@@ -92,10 +98,10 @@ class DecoderLayer(nnx.Module):
                       embed_axis="embed", mlp_axis="mlp", dtype=dtype,
                       rngs=rngs)
 
-  def __call__(self, x, cos, sin, segment_ids, cache=None):
+  def __call__(self, x, cos, sin, segment_ids, cache=None, key_bias=None):
     """Returns (hidden, kv) with kv as ``Attention`` returns it."""
     h, kv = self.self_attn(self.input_layernorm(x), cos, sin, segment_ids,
-                           cache)
+                           cache, key_bias)
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -136,7 +142,8 @@ class TextModel(nnx.Module):
   def run(self, x: jax.Array, position_ids: jax.Array, segment_ids: jax.Array,
           *, remat: bool = False, cache: dict | None = None,
           layers: tuple[int, int] | None = None, final_norm: bool = True,
-          probe: int | None = None) -> tuple[jax.Array, dict]:
+          probe: int | None = None, key_bias: jax.Array | None = None
+          ) -> tuple[jax.Array, dict]:
     """The decoder, also returning keys/values for a KV cache.
 
     Args:
@@ -151,6 +158,8 @@ class TextModel(nnx.Module):
       final_norm: apply the final RMSNorm (off for a first stage).
       probe: also return the queries and keys of this layer (in-LLM
       pruning reads them), as ``kv["probe"] = (q, k)``.
+      key_bias: float32[B, T] logit bias per key in every layer (the soft
+        mask "attn_bias": log(m) on visual tokens), or None.
 
     Returns:
       (hidden float[B, T, D] after the final norm, {"k", "v"} stacked over
@@ -177,9 +186,9 @@ class TextModel(nnx.Module):
         gd, st = nnx.split(layer)
         x, (k, v) = jax.checkpoint(
             lambda st, *a, gd=gd: nnx.merge(gd, st)(*a))(
-                st, x, cos, sin, segment_ids, layer_cache)
+                st, x, cos, sin, segment_ids, layer_cache, key_bias)
       else:
-        x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache)
+        x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache, key_bias)
       ks.append(k)
       vs.append(v)
     kv = {"k": jnp.stack(ks), "v": jnp.stack(vs)}

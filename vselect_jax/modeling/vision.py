@@ -44,19 +44,24 @@ class VisionAttention(nnx.Module):
                        dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
-               segment_ids: jax.Array, window_block: int | None) -> jax.Array:
-    """x: [P, D]; cos/sin: float32[P, H]; segment_ids: int32[P].
+               segment_ids: jax.Array, window_block: int | None,
+               key_bias: jax.Array | None = None) -> jax.Array:
+    """x: [P, D]; cos/sin: float32[P, H]; segment_ids: int32[P];
+    key_bias: float32[P] logit bias per key (a soft mask's log), or None.
 
     ``window_block`` set: windowed layer (segments span <= that many slots).
     """
     p, d = x.shape
     q, k, v = self._qkv(x, cos, sin)
     seg = segment_ids[None]
+    bias = None if key_bias is None else key_bias[None]
     if window_block is not None:
-      out = local_block_attention(q, k, v, segment_ids=seg, block=window_block)
+      out = local_block_attention(q, k, v, segment_ids=seg, block=window_block,
+                                  kv_bias=bias)
     else:
       out = dot_product_attention(q, k, v, q_segment_ids=seg,
-                                  kv_segment_ids=seg, causal=False)
+                                  kv_segment_ids=seg, causal=False,
+                                  kv_bias=bias)
     return self.proj(out.reshape(p, d))
 
   def _qkv(self, x, cos, sin):
@@ -82,8 +87,9 @@ class VisionBlock(nnx.Module):
                       embed_axis="vit_embed", mlp_axis="vit_mlp", dtype=dtype,
                       rngs=rngs)
 
-  def __call__(self, x, cos, sin, segment_ids, window_block):
-    x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_block)
+  def __call__(self, x, cos, sin, segment_ids, window_block, key_bias=None):
+    x = x + self.attn(self.norm1(x), cos, sin, segment_ids, window_block,
+                      key_bias)
     return x + self.mlp(self.norm2(x))
 
   def queries_keys(self, x, cos, sin):
@@ -141,22 +147,47 @@ class VisionTransformer(nnx.Module):
       past ``num_merged`` are padding. With ``return_last_input`` also
       (float[P, D] input of the last block in slot order, cos, sin).
     """
+    x, cos, sin = self.embed(pixel_values, layout)
+    last_input = None
+    if return_last_input:
+      x = self.run_blocks(x, cos, sin, layout, 0, len(self.blocks) - 1)
+      last_input = x
+      x = self.run_blocks(x, cos, sin, layout, len(self.blocks) - 1)
+    else:
+      x = self.run_blocks(x, cos, sin, layout, 0)
+    merged = jnp.take(self.merger(x), layout["merged_index"], axis=0)
+    if return_last_input:
+      return merged, (last_input, cos, sin)
+    return merged
+
+  def embed(self, pixel_values: jax.Array, layout: dict[str, jax.Array]
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Patch embeddings in slot order float[P, D] and the rotary tables
+    cos, sin float32[P, H]."""
     cfg = self.config
     dtype = self.patch_embed.proj.kernel.dtype
     x = jnp.take(pixel_values, layout["patch_index"], axis=0).astype(dtype)
     x = self.patch_embed(x)
     cos, sin = rope.vision_cos_sin(layout["rot_pos"], cfg.head_dim,
                                    cfg.rope_theta)
+    return x, cos, sin
+
+  def run_blocks(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
+                 layout: dict[str, jax.Array], start: int,
+                 stop: int | None = None,
+                 key_bias: jax.Array | None = None) -> jax.Array:
+    """Blocks [start, stop) on slots x float[P, D]; ``layout`` needs
+    ``window_seg`` and ``frame_seg`` int32[P] (any P that is a multiple of
+    the window size: selection inside the tower passes the kept slots).
+    ``key_bias`` float32[P]: a soft mask's log per key, or None."""
+    cfg = self.config
     full = set(cfg.fullatt_block_indexes)
-    last_input = None
-    for i, blk in enumerate(self.blocks):
-      if i == len(self.blocks) - 1:
-        last_input = x
+    stop = len(self.blocks) if stop is None else stop
+    for i in range(start, stop):
+      blk = self.blocks[i]
       if i in full:
-        x = blk(x, cos, sin, layout["frame_seg"], None)
+        x = blk(x, cos, sin, layout["frame_seg"], None, key_bias)
       else:
-        x = blk(x, cos, sin, layout["window_seg"], cfg.window_patches)
-    merged = jnp.take(self.merger(x), layout["merged_index"], axis=0)
-    if return_last_input:
-      return merged, (last_input, cos, sin)
-    return merged
+        x = blk(x, cos, sin, layout["window_seg"], cfg.window_patches,
+                key_bias)
+    return x

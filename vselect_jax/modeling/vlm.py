@@ -3,7 +3,9 @@
 Attribute paths mirror the HF hub checkpoint: ``visual.*``, ``model.*``
 (the LLM), ``lm_head`` (absent when tied to ``model.embed_tokens``), and the
 VisionSelector scorer at ``visual.importance_scorer`` as in the released
-VisionSelector checkpoints.
+VisionSelector checkpoints, and the in-tower scorer at
+``visual.block_scorer`` (``{q,k}_proj.{weight,bias}``, input width
+4 x the vision width; absent from HF checkpoints, freshly initialised).
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ class Qwen25VL(nnx.Module):
     # The scorer reads the merger output (LLM width); HF keeps it on `visual`.
     self.visual.importance_scorer = ImportanceScorer(
         cfg.text.hidden_size, dtype=dtype, rngs=rngs)
+    # The in-tower scorer (method "tower_selector") reads a merge unit's 4
+    # patch hidden states concatenated inside the tower (4 x vision width).
+    self.visual.block_scorer = ImportanceScorer(
+        cfg.vision.hidden_size * cfg.vision.merge_unit, dtype=dtype,
+        rngs=rngs)
     self.model = TextModel(cfg.text, dtype=dtype, rngs=rngs)
     self.lm_head = (None if cfg.text.tie_word_embeddings else
                     Linear(cfg.text.hidden_size, cfg.text.vocab_size,

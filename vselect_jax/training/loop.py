@@ -14,6 +14,7 @@ SIGTERM (TPU preemption) or SIGINT saves a checkpoint and returns with
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -86,11 +87,22 @@ def selection_k(batch: dict, budget: float, pool: str = "row") -> np.ndarray:
 
 
 def state_shardings(state: step_lib.TrainState, mesh) -> step_lib.TrainState:
+  """Parameters by their logical axes; optimizer moments as the parameters
+  they belong to (``tx.init`` made them like the parameters, already on
+  this mesh when the model was loaded onto it: moving them would be a
+  cross-host transfer), everything else replicated."""
   replicated = NamedSharding(mesh, P())
+
+  def moment(x):
+    s = getattr(x, "sharding", None)
+    if isinstance(s, NamedSharding) and s.mesh == mesh and x.ndim:
+      return s
+    return replicated
+
   return step_lib.TrainState(
       shard_lib.state_shardings(state.trainable, mesh),
       shard_lib.state_shardings(state.frozen, mesh),
-      jax.tree.map(lambda _: replicated, state.opt_state),
+      jax.tree.map(moment, state.opt_state),
       replicated, replicated)
 
 
@@ -182,6 +194,11 @@ def train(config, workdir: str,
   reg = optim.reg_weight_schedule(config.reg.start, config.reg.end, total,
                                   config.reg.get("shape", "linear"))
   parts = step_lib.Parts.from_config(config)
+  select_at = config.get("select_at", None)
+  if select_at is not None and int(select_at) >= cfg.vision.depth:
+    select_at = None  # the tower's end: the post-tower selector
+  if select_at is not None:
+    parts = dataclasses.replace(parts, scorer="block_scorer")
   graphdef, state = step_lib.init_state(module, tx, parts)
   sh = state_shardings(state, mesh)
   state = jax.device_put(state, sh)
@@ -190,7 +207,8 @@ def train(config, workdir: str,
       graphdef, tx, reg, grad_accum=accum, remat=config.get("remat", True),
       compute_dtype=jnp.dtype(compute) if compute else None, parts=parts,
       ce_weighting=loss_lib.CEWeighting.from_config(config),
-      pool=config.get("selection_pool", "row"))
+      pool=config.get("selection_pool", "row"), select_at=select_at,
+      soft_mask=config.get("soft_mask", "scale"))
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 
@@ -371,8 +389,9 @@ def _export(state, graphdef, parts, cfg, config, workdir: str, pi: int):
     if pi == 0:
       with paths.local_target(paths.join(workdir,
                                          "scorer.safetensors")) as dst:
-        scorer_export.write_tensors(scorer_export.scorer_tensors(pure), dst,
-                                    dtype, cfg.family)
+        scorer_export.write_tensors(
+            scorer_export.scorer_tensors(pure, scorer=parts.scorer), dst,
+            dtype, cfg.family)
   if parts.tune_mm_vision or parts.tune_mm_mlp or parts.tune_mm_llm:
     model = nnx.merge(graphdef, state.trainable, state.frozen)
     pure = multihost_utils.process_allgather(

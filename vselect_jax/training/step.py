@@ -40,15 +40,20 @@ class Parts:
   tune_mm_mlp: bool = False
   tune_mm_llm: bool = False
   tune_compressor: bool = True
+  # Which scorer trains with the compressor: "importance_scorer" (after the
+  # tower) or "block_scorer" (inside it, ``config.select_at``; the loop sets
+  # it, train_parts does not take it).
+  scorer: str = "importance_scorer"
 
   @classmethod
   def from_config(cls, config) -> "Parts":
     """From ``config.train_parts`` (a mapping), defaults where absent."""
     given = dict(config.get("train_parts", None) or {})
-    unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "scorer"]
+    unknown = set(given) - set(known)
     if unknown:
       raise ValueError(f"unknown train_parts keys {sorted(unknown)}; known: "
-                       f"{[f.name for f in dataclasses.fields(cls)]}")
+                       f"{known}")
     return cls(**{k: bool(v) for k, v in given.items()})
 
   @property
@@ -57,7 +62,8 @@ class Parts:
 
   def filter(self):
     """An NNX filter selecting the trainable parameters."""
-    if not any(dataclasses.astuple(self)):
+    if not (self.tune_mm_vision or self.tune_mm_mlp or self.tune_mm_llm or
+            self.tune_compressor):
       raise ValueError("train_parts: nothing to train")
 
     def trainable(path, value) -> bool:
@@ -65,8 +71,8 @@ class Parts:
         return False
       keys = [str(p) for p in path]
       if keys[0] == "visual":
-        if "importance_scorer" in keys:
-          return self.tune_compressor
+        if "importance_scorer" in keys or "block_scorer" in keys:
+          return self.tune_compressor and self.scorer in keys
         if "merger" in keys:
           return self.tune_mm_mlp
         return self.tune_mm_vision
@@ -104,7 +110,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     remat: bool = True, compute_dtype=None,
                     parts: Parts = Parts(),
                     ce_weighting: CEWeighting = CEWeighting(),
-                    pool: str = "row"):
+                    pool: str = "row", select_at: int | None = None,
+                    soft_mask: str = "scale"):
   """Builds ``step(state, batch, k) -> (state, metrics)``; ``k`` is
   int32[B] per row (``pool="row"``) or, with ``pool="sample"``, int32[B, T]
   the k of each visual token's sample (``loop.selection_k``).
@@ -122,7 +129,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     ce_weighting: how the CE averages supervised tokens (``loss``).
     pool: what the scorer's top-k pools: each packed row, or each sample
       in it (the reference's batch of one per device).
+    select_at: train the in-tower scorer after this many vision blocks
+      (method "tower_selector"; ``parts.scorer`` must be "block_scorer");
+      None: the post-tower selector.
+    soft_mask: "scale" (the reference) or "attn_bias" (``forward``).
   """
+  if select_at is None:
+    method, options = "selector", (("pool", pool),)
+  elif pool != "row":
+    raise ValueError("the in-tower scorer pools per row; selection_pool "
+                     f"{pool!r} is not supported with select_at")
+  else:
+    method, options = "tower_selector", (("block", int(select_at)),)
 
   def loss_fn(trainable, frozen, batch, k_row, w):
     if compute_dtype is not None:
@@ -143,9 +161,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       k_row = k_token.max(1)
     else:
       k_token = jnp.where(visual, k_row[:, None], 0)
-    out = forward(model, batch, Selection("selector", k_token, k_row,
-                                          options=(("pool", pool),)),
-                  relaxed=True, remat=remat, vision_grad=parts.vision_trains)
+    out = forward(model, batch, Selection(method, k_token, k_row,
+                                          options=options),
+                  relaxed=True, remat=remat, vision_grad=parts.vision_trains,
+                  soft_mask=soft_mask)
     soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
     ce, n_tokens = cross_entropy(model.head(out.hidden), batch["labels"],
                                  ce_weighting)

@@ -4,6 +4,7 @@ VisionSelector numbers). Pure Python: no model, no JAX."""
 from vselect_jax.eval.metrics.anls import anls_score, levenshtein
 from vselect_jax.eval.metrics.choice import (choice_accuracy,
                                              extract_choice_letter,
+                                             first_option_letter,
                                              option_letters)
 from vselect_jax.eval.metrics.mme import (mme_scores, mme_totals,
                                           parse_yes_no)
@@ -17,7 +18,7 @@ from vselect_jax.eval.metrics.vqa import normalize_vqa_answer, vqa_accuracy
 
 __all__ = [
     "anls_score", "levenshtein", "choice_accuracy", "extract_choice_letter",
-    "option_letters", "mme_scores", "mme_totals", "parse_yes_no",
+    "first_option_letter", "option_letters", "mme_scores", "mme_totals", "parse_yes_no",
     "mmmu_correct", "parse_multi_choice", "parse_open", "ocrbench_match",
     "ocrbench_totals", "parse_pope_answer", "pope_metrics",
     "relaxed_accuracy", "relaxed_correctness", "normalize_vqa_answer",

@@ -19,6 +19,11 @@ Rules, first hit wins:
 4. the answer is exactly one option's text (case and a final period ignored).
 
 Letters past the number of options are rejected.
+
+``first_option_letter`` is the video benchmarks' lmms-eval rule (Video-MME,
+MLVU, LongVideoBench): drop the "The best answer is"-style prefixes, then the
+first capital option letter anywhere in the answer (nothing when a long
+answer has none).
 """
 from __future__ import annotations
 
@@ -85,3 +90,23 @@ def choice_accuracy(prediction: str, answers: Sequence[str],
   letter = extract_choice_letter(prediction, options)
   return float(letter is not None
                and letter in {a.strip().upper() for a in answers})
+
+
+# lmms-eval's ``extract_characters_regex`` prefixes (its list concatenates
+# two pairs of strings by a missing comma; these are the strings it holds).
+_ANSWER_PREFIXES = ("The best answer is", "The correct answer is",
+                    "The answer is", "The answer",
+                    "The best option isThe correct option is",
+                    "Best answer:Best option:")
+
+
+def first_option_letter(prediction: str, letters: str = "ABCD"
+                        ) -> str | None:
+  """The first of ``letters`` in the answer after removing the answer
+  prefixes, or None (also for an answer of more than 10 words naming
+  none)."""
+  s = prediction.strip()
+  for prefix in _ANSWER_PREFIXES:
+    s = s.replace(prefix, "")
+  m = re.search(f"[{letters}]", s)
+  return m.group(0) if m else None
