@@ -100,6 +100,13 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--prefetch", type=int, default=2, metavar="N",
                  help="examples prepared ahead of the model (host memory "
                  "grows with N)")
+  p.add_argument("--batch-size", type=int, default=1, metavar="N",
+                 help="prompts per generate call, grouped by padded shape "
+                 "(the batch-1 predictions)")
+  p.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run (jax.distributed, "
+                 "auto-detected on TPU pods / SLURM): each process "
+                 "evaluates every P-th record, scores are gathered once")
   p.add_argument("--mesh", type=_mesh, default=None,
                  metavar="data=D,fsdp=F,tensor=T",
                  help="shard the model over the devices (parameters by the "
@@ -139,6 +146,7 @@ def _settings(args):
       jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
       seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
       skip_bad=args.skip_bad, prefetch=args.prefetch,
+      batch_size=args.batch_size,
       video=VideoSampling(
           fps=args.video_fps, min_frames=args.video_min_frames,
           max_frames=args.video_max_frames,
@@ -160,6 +168,12 @@ def _load(args):
   if args.mesh is not None:
     from vselect_jax.sharding import make_mesh
     mesh = make_mesh(args.mesh)
+  elif jax.process_count() > 1:  # data parallel: a copy per process
+    import numpy as np
+    from jax.sharding import Mesh
+    from vselect_jax.sharding import MESH_AXES
+    mesh = Mesh(np.array(jax.local_devices()[:1]).reshape(
+        (1,) * len(MESH_AXES)), MESH_AXES)
   model = vselect_jax.from_pretrained(args.model, dtype=dtype, mesh=mesh)
   # Conversion copies the tokenizer files next to the weights.
   tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
@@ -194,6 +208,9 @@ def run_command(args) -> int:
   except ValueError as e:  # EvalDataError included
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.distributed:
+    from vselect_jax.training import distributed
+    distributed.maybe_initialize()
   try:
     model, tokenizer = _load(args)
   except (OSError, ValueError, KeyError) as e:
