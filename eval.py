@@ -11,9 +11,13 @@
 method, budget), ``<out>/<task>/<method>_<budget>/predictions.jsonl`` and
 ``summary.json`` (metrics, timings, visual tokens, peak memory), and prints a
 table. ``sweep`` runs a grid of methods and budgets and adds ``sweep.md``,
-``sweep.csv`` and ``sweep.png``. ``score`` scores saved predictions without
-a model. ``convert`` turns lmms-lab parquet files into the local JSONL +
-images format. Budget ``none`` runs the uncompressed base model.
+``sweep.csv``, ``sweep.png`` and the efficiency table ``efficiency.md`` /
+``efficiency.csv`` (prefill, latency, peak memory, visual tokens, KV-cache
+bytes and their ratios to budget 1.0). ``score`` scores saved predictions without
+a model. ``convert`` turns lmms-lab parquet files (and the video
+benchmarks' parquet / json + video files, ``--video-dir``) into the local
+JSONL format. ``--batch-size N`` batches prompts of equal padded shapes;
+``--distributed`` splits the records over JAX processes. Budget ``none`` runs the uncompressed base model.
 
 ``run`` and ``sweep`` check their options, the whole method x budget grid and
 the data file (every line, every image exists and opens) before loading the
@@ -223,7 +227,7 @@ def run_command(args) -> int:
                                  progress=not args.no_progress, data=data)
       print(sweep_lib.format_rows(rows, sweep_lib.headline_metric(args.task)))
       print(f"wrote {os.path.join(args.out, args.task)}/sweep.md, "
-            "sweep.csv, sweep.png")
+            "sweep.csv, sweep.png, efficiency.md, efficiency.csv")
       return 0
     rows = []
     for budget in args.budgets:
