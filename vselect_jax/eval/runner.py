@@ -65,7 +65,8 @@ class EvalSettings:
       merged tokens' worth).
     jpeg_quality: JPEG round trip before resizing (reference: PIL's default
       75); None skips it.
-    per_image: budget per image instead of pooled over the sample's images.
+    per_image: budget per image (and per frame slot of a video) instead of
+      pooled over the sample's images and frames.
     seed: for ``method="random"``.
     limit: evaluate only the first ``limit`` (usable) records.
     max_new_tokens: override the task's generation limit.
@@ -225,8 +226,9 @@ def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
   per = [int(np.prod(g)) // merge_unit for g in grids]
   if budget is None:
     return sum(per), sum(per)
-  if per_image:
-    return sum(per), sum(budget_to_k(n, budget) for n in per)
+  if per_image:  # per image, and per temporal slot of a video
+    return sum(per), sum(int(g[0]) * budget_to_k(n // int(g[0]), budget)
+                         for n, g in zip(per, grids))
   return sum(per), budget_to_k(sum(per), budget)
 
 
