@@ -11,9 +11,13 @@
 method, budget), ``<out>/<task>/<method>_<budget>/predictions.jsonl`` and
 ``summary.json`` (metrics, timings, visual tokens, peak memory), and prints a
 table. ``sweep`` runs a grid of methods and budgets and adds ``sweep.md``,
-``sweep.csv`` and ``sweep.png``. ``score`` scores saved predictions without
-a model. ``convert`` turns lmms-lab parquet files into the local JSONL +
-images format. Budget ``none`` runs the uncompressed base model.
+``sweep.csv``, ``sweep.png`` and the efficiency table ``efficiency.md`` /
+``efficiency.csv`` (prefill, latency, peak memory, visual tokens, KV-cache
+bytes and their ratios to budget 1.0). ``score`` scores saved predictions without
+a model. ``convert`` turns lmms-lab parquet files (and the video
+benchmarks' parquet / json + video files, ``--video-dir``) into the local
+JSONL format. ``--batch-size N`` batches prompts of equal padded shapes;
+``--distributed`` splits the records over JAX processes. Budget ``none`` runs the uncompressed base model.
 
 ``run`` and ``sweep`` check their options, the whole method x budget grid and
 the data file (every line, every image exists and opens) before loading the
@@ -102,6 +106,13 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--prefetch", type=int, default=2, metavar="N",
                  help="examples prepared ahead of the model (host memory "
                  "grows with N)")
+  p.add_argument("--batch-size", type=int, default=1, metavar="N",
+                 help="prompts per generate call, grouped by padded shape "
+                 "(the batch-1 predictions)")
+  p.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run (jax.distributed, "
+                 "auto-detected on TPU pods / SLURM): each process "
+                 "evaluates every P-th record, scores are gathered once")
   p.add_argument("--mesh", type=_mesh, default=None,
                  metavar="data=D,fsdp=F,tensor=T",
                  help="shard the model over the devices (parameters by the "
@@ -154,6 +165,7 @@ def _settings(args):
       jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
       seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
       skip_bad=args.skip_bad, prefetch=args.prefetch,
+      batch_size=args.batch_size,
       video=VideoSampling(
           fps=args.video_fps, min_frames=args.video_min_frames,
           max_frames=args.video_max_frames,
@@ -175,6 +187,9 @@ def _load(args):
   if args.mesh is not None:
     from vselect_jax.sharding import make_mesh
     mesh = make_mesh(args.mesh)
+  elif jax.process_count() > 1:  # data parallel: a copy per process
+    from vselect_jax.loading import one_device_mesh
+    mesh = one_device_mesh()
   model = vselect_jax.from_pretrained(args.model, dtype=dtype, mesh=mesh)
   # Conversion copies the tokenizer files next to the weights.
   tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
@@ -209,6 +224,9 @@ def run_command(args) -> int:
   except ValueError as e:  # EvalDataError included
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.distributed:
+    from vselect_jax.training import distributed
+    distributed.maybe_initialize()
   try:
     model, tokenizer = _load(args)
   except (OSError, ValueError, KeyError) as e:
@@ -221,7 +239,7 @@ def run_command(args) -> int:
                                  progress=not args.no_progress, data=data)
       print(sweep_lib.format_rows(rows, sweep_lib.headline_metric(args.task)))
       print(f"wrote {os.path.join(args.out, args.task)}/sweep.md, "
-            "sweep.csv, sweep.png")
+            "sweep.csv, sweep.png, efficiency.md, efficiency.csv")
       return 0
     rows = []
     for budget in args.budgets:

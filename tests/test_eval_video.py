@@ -260,3 +260,41 @@ def _flags(extra):
   eval_cli._add_model_args(p, False)
   return vars(p.parse_args(["--model", "m", "--task", "videomme", "--data",
                             "d", "--out", "o"] + extra))
+
+
+def test_per_image_budgets_split_a_video_per_frame_slot(videomme):
+  from vselect_jax.host.frame_groups import frame_items
+  # One row: an image of 4 tokens, then a video of 2 slots x 6 tokens.
+  item = np.array([[-1, 0, 0, 0, 0, -1] + [1] * 12 + [-1]])
+  is_video = np.zeros_like(item, bool)
+  is_video[0, 6:18] = True
+  got = frame_items(item, is_video, [[1, 4, 4]], [[2, 4, 6]], 4)
+  assert got[0].tolist() == [-1, 0, 0, 0, 0, -1] + [1] * 6 + [2] * 6 + [-1]
+  # End to end: the run keeps k per slot (the counts say so) and generate
+  # agrees with the per-slot grouping.
+  model_dir, data, root = videomme
+  out = str(root / "per")
+  assert eval_cli.main(["run", "--model", model_dir, "--task", "videomme",
+                        "--data", data, "--out", out, "--no-progress",
+                        "--budgets", "0.3", "--max-new-tokens", "2",
+                        "--skip-bad", "--per-image", "--limit", "1"]
+                       + SMALL) == 0
+  pred = json.loads(open(os.path.join(out, "videomme", "selector_0.3",
+                                      "predictions.jsonl")).readline())
+  n = pred["visual_tokens_before"]
+  assert pred["visual_tokens_after"] == 2 * max(1, int(n // 2 * 0.3))
+  # The engine's plan keeps that many: one group per slot.
+  import vselect_jax
+  from transformers import AutoTokenizer
+  model = vselect_jax.from_pretrained(model_dir)
+  settings = eval_cli._settings(eval_cli.main.__globals__["argparse"]
+                                .Namespace(**_flags(SMALL)))
+  rec = records.read_data(data, ("options",), skip_bad=True).records[0]
+  ex = runner.prepare_example(AutoTokenizer.from_pretrained(model_dir),
+                              tasks.get_task("videomme"), rec, settings)
+  prep = model.prepare(ex.input_ids, None, *[ex.media()[k] for k in (
+      "pixel_values", "image_grid_thw", "pixel_values_videos",
+      "video_grid_thw", "second_per_grid_ts")])
+  model._per_frame(prep, None, ex.video_grid_thw)
+  plan = model._plan(prep, 0.3, "selector", True, None, None)
+  assert int(plan.k_row[0]) == pred["visual_tokens_after"]

@@ -179,7 +179,7 @@ def test_skip_bad_counts_each_kind(data, fake, tmp_path, monkeypatch,
   cell = out / "chartqa" / "selector_0.5"
   summary = json.load(open(cell / "summary.json"))
   assert summary["skipped"] == {"malformed": 1, "missing_file": 1,
-                                "corrupt_image": 2}
+                                "corrupt_image": 2, "corrupt_video": 0}
   assert [(s["kind"], s["line"], s["id"]) for s in
           summary["skipped_records"]] == [
       ("malformed", 9, None), ("missing_file", 10, "gone"),

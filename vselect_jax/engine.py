@@ -164,6 +164,15 @@ class VisionLanguageModel:
     return prepare_batch(self.config, *args, seq_multiple=self.seq_multiple,
                          **kwargs)
 
+  def _per_frame(self, prep: PreparedBatch, image_grid_thw, video_grid_thw):
+    """Per-image budgets on videos: one group per temporal slot."""
+    from vselect_jax.host.frame_groups import frame_items
+    arrays = prep.arrays
+    arrays["visual_item"] = frame_items(
+        arrays["visual_item"],
+        arrays["input_ids"] == self.config.video_token_id, image_grid_thw,
+        video_grid_thw, self.config.vision.merge_unit)
+
   def _plan(self, prep: PreparedBatch, budget, method, per_image, options,
             seed, select_at=None) -> _Plan:
     method, options = self._select_at(method, options, select_at)
@@ -284,6 +293,8 @@ class VisionLanguageModel:
     prep = self.prepare(input_ids, attention_mask, pixel_values,
                         image_grid_thw, pixel_values_videos, video_grid_thw,
                         second_per_grid_ts)
+    if per_image and video_grid_thw is not None:  # a group per frame slot
+      self._per_frame(prep, image_grid_thw, video_grid_thw)
     plan = self._plan(prep, budget, method, per_image, options, seed,
                       select_at)
     logits, keep, scores, view = self._forward_jit(
@@ -336,6 +347,8 @@ class VisionLanguageModel:
     prep = self.prepare(input_ids, attention_mask, pixel_values,
                         image_grid_thw, pixel_values_videos, video_grid_thw,
                         second_per_grid_ts)
+    if per_image and video_grid_thw is not None:  # a group per frame slot
+      self._per_frame(prep, image_grid_thw, video_grid_thw)
     plan = self._plan(prep, budget, method, per_image, options, seed,
                       select_at)
     n_valid = prep.arrays["segment_ids"].sum(1)

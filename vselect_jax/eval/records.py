@@ -39,7 +39,8 @@ from collections.abc import Collection, Iterator, Sequence
 
 # Optional numeric fields of a prediction line, summarised by ``score``.
 EFFICIENCY_FIELDS = ("prefill_ms", "latency_ms", "visual_tokens_before",
-                     "visual_tokens_after", "peak_memory_bytes")
+                     "visual_tokens_after", "peak_memory_bytes",
+                     "kv_cache_bytes")
 _RECORD_FIELDS = ("id", "image", "video", "question", "answers", "options", "category",
                   "question_type", "hint", "group")
 
@@ -111,6 +112,7 @@ class Prediction:
   visual_tokens_before: float | None = None
   visual_tokens_after: float | None = None
   peak_memory_bytes: float | None = None
+  kv_cache_bytes: float | None = None
 
 
 def _json_lines(path: str, strict: bool = True

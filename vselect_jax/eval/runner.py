@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -69,7 +70,8 @@ class EvalSettings:
       merged tokens' worth).
     jpeg_quality: JPEG round trip before resizing (reference: PIL's default
       75); None skips it.
-    per_image: budget per image instead of pooled over the sample's images.
+    per_image: budget per image (and per frame slot of a video) instead of
+      pooled over the sample's images and frames.
     seed: for ``method="random"``.
     limit: evaluate only the first ``limit`` (usable) records.
     max_new_tokens: override the task's generation limit.
@@ -80,6 +82,9 @@ class EvalSettings:
       stopping at the first.
     prefetch: examples prepared ahead of the one generating (host memory
       grows with it; 1 or 2 keep the device fed).
+    batch_size: prompts per ``generate`` call, grouped so that they share
+      every padded shape (``batch_key``): the same predictions as one at a
+      time.
     video: how video frames are sampled and sized (``eval.video``).
 
   Raises:
@@ -99,6 +104,7 @@ class EvalSettings:
   skip_bad: bool = False
   prefetch: int = 2
   video: VideoSampling = VideoSampling()
+  batch_size: int = 1
 
   def __post_init__(self):
     def check(name, low, high=None, optional=False):
@@ -118,6 +124,7 @@ class EvalSettings:
     check("max_new_tokens", 1, optional=True)
     check("jpeg_quality", 1, 100, optional=True)
     check("prefetch", 1)
+    check("batch_size", 1)
     if self.min_pixels > self.max_pixels:
       raise ValueError(f"min_pixels ({self.min_pixels}, --min-pixels) is "
                        f"above max_pixels ({self.max_pixels}, --max-pixels)")
@@ -234,15 +241,17 @@ def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
   per = [int(np.prod(g)) // merge_unit for g in grids]
   if budget is None:
     return sum(per), sum(per)
-  if per_image:
-    return sum(per), sum(budget_to_k(n, budget) for n in per)
+  if per_image:  # per image, and per temporal slot of a video
+    return sum(per), sum(int(g[0]) * budget_to_k(n // int(g[0]), budget)
+                         for n, g in zip(per, grids))
   return sum(per), budget_to_k(sum(per), budget)
 
 
 def peak_memory_bytes() -> int | None:
   """Peak device memory in use (GPU/TPU); None where not reported (CPU)."""
   import jax
-  stats = jax.devices()[0].memory_stats() or {}
+  # This process's first device (others' are not addressable).
+  stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 
 
@@ -394,68 +403,219 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
                              data.records[:settings.limit], settings,
                              data_path=data_path)
   os.makedirs(out_dir, exist_ok=True)
+  rank, ranks = _process_shard(model)
+  if ranks > 1 and isinstance(examples, ExampleStream):
+    # Data parallel: this process evaluates every ranks-th record.
+    examples.records = examples.records[rank::ranks]
   merge_unit = model.config.vision.merge_unit
   eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   max_new = settings.max_new_tokens or spec.max_new_tokens
   pred_path = os.path.join(out_dir, "predictions.jsonl")
-  warm, scored = [], []
+  own_path = pred_path if ranks == 1 else os.path.join(
+      out_dir, f"predictions.process{rank}.jsonl")
+  warm, rows, scored = [], [], []
   bar = _progress(len(examples), f"{task} {method} {budget_name(budget)}",
                   progress)
   stream = iter(examples)
   # Closing the stream on an error stops its prefetch thread at once.
   closing = (contextlib.closing(stream) if hasattr(stream, "close")
              else contextlib.nullcontext())
-  with open(pred_path, "w") as f, closing:
-    for i, ex in enumerate(stream):
+  key = functools.partial(batch_key, model, budget=budget,
+                          per_image=settings.per_image)
+  drawn = 0
+  with open(own_path, "w") as f, closing:
+    for group in group_batches(stream, settings.batch_size, key):
       timings = {}
       compiles = model.num_compiles
       tokens = model.generate(
-          ex.input_ids, **ex.media(), budget=budget, method=method,
+          **collate(group), budget=budget, method=method,
           per_image=settings.per_image, seed=settings.seed,
           max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad,
           timings=timings)
-      text = tokenizer.decode([t for t in tokens[0] if t not in (eos, pad)],
-                              skip_special_tokens=True)
-      text = tasks_lib.cut_at_stop(text, spec.stop).strip()
-      before, after = visual_token_counts(ex.grids, budget,
-                                          settings.per_image,
-                                          merge_unit=merge_unit)
       # A call that traced a new program also compiled it: not timed.
       first_of_shape = model.num_compiles != compiles
-      if first_of_shape:
-        warm.append(ex.record.id)
-      row = {"id": ex.record.id, "prediction": text,
-             "answers": list(ex.record.answers),
-             "visual_tokens_before": before, "visual_tokens_after": after,
-             "prefill_ms": None if first_of_shape else timings["prefill_ms"],
-             "latency_ms": None if first_of_shape else timings["latency_ms"],
-             "first_call_ms": timings["latency_ms"] if first_of_shape
-             else None}
       mem = peak_memory_bytes()
-      if mem is not None:
-        row["peak_memory_bytes"] = mem
-      f.write(json.dumps(row) + "\n")
-      scored.append(ex.record)
-      if i < visualize:
-        _visualize(model, ex, budget, method, settings,
-                   os.path.join(out_dir, "visualize"), task)
-      bar.update(1)
+      for ex, toks in zip(group, tokens):
+        text = tokenizer.decode([t for t in toks if t not in (eos, pad)],
+                                skip_special_tokens=True)
+        text = tasks_lib.cut_at_stop(text, spec.stop).strip()
+        before, after = visual_token_counts(ex.grids, budget,
+                                            settings.per_image,
+                                            merge_unit=merge_unit)
+        if first_of_shape:
+          warm.append(ex.record.id)
+        row = {"id": ex.record.id, "prediction": text,
+               "answers": list(ex.record.answers),
+               "visual_tokens_before": before, "visual_tokens_after": after,
+               "prompt_tokens": int(ex.input_ids.shape[1]),
+               "kv_cache_bytes": kv_cache_bytes(
+                   model, method, budget, int(ex.input_ids.shape[1]),
+                   before, after),
+               "batch_size": len(group),
+               "prefill_ms": None if first_of_shape
+               else timings["prefill_ms"],
+               "latency_ms": None if first_of_shape
+               else timings["latency_ms"],
+               "first_call_ms": timings["latency_ms"] if first_of_shape
+               else None}
+        if mem is not None:
+          row["peak_memory_bytes"] = mem
+        f.write(json.dumps(row) + "\n")
+        rows.append(row)
+        scored.append(ex.record)
+        if drawn < visualize:
+          drawn += 1
+          _visualize(model, ex, budget, method, settings,
+                     os.path.join(out_dir, "visualize"), task)
+      bar.update(len(group))
   bar.close()
   skipped = list(data.skipped) + list(getattr(examples, "skipped", ()))
+  if ranks > 1:  # every process gets every process's rows, once
+    rows, stream_skips = _gather_rows(rows, [s.as_dict() for s in skipped
+                                             if s not in data.skipped])
+    order = {r.id: i for i, r in enumerate(data.records)}
+    rows.sort(key=lambda r: order[r["id"]])
+    by_id = {r.id: r for r in data.records}
+    scored = [by_id[r["id"]] for r in rows]
+    skipped = list(data.skipped) + [records_lib.Skipped(**d)
+                                    for d in stream_skips]
+    warm = [r["id"] for r in rows if r["first_call_ms"] is not None]
+    if rank == 0:
+      with open(pred_path, "w") as f:
+        for row in rows:
+          f.write(json.dumps(row) + "\n")
+    _barrier("vselect_eval_predictions_written")
   summary = score_lib.score_predictions(task, data_path, pred_path,
                                         records=scored)
   summary.update({
       "method": method, "budget": budget,
       "settings": dataclasses.asdict(settings),
       "warmup_excluded": len(warm),
+      "processes": ranks,
       "skipped": records_lib.count_skipped(skipped),
       "skipped_records": [s.as_dict() for s in skipped],
   })
-  with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
-    json.dump(summary, f, indent=2)
-    f.write("\n")
+  if rank == 0:
+    with open(os.path.join(out_dir, score_lib.SUMMARY_NAME), "w") as f:
+      json.dump(summary, f, indent=2)
+      f.write("\n")
   return summary
+
+
+def _process_shard(model) -> tuple[int, int]:
+  """(this process, processes) over which records are split: all JAX
+  processes when the model lives on this process's devices only; one
+  shard when its mesh spans processes (every process then runs the same
+  global program on the same records)."""
+  import jax
+  if jax.process_count() == 1:
+    return 0, 1
+  mesh = getattr(model, "mesh", None)
+  if mesh is not None and any(d.process_index != jax.process_index()
+                              for d in mesh.devices.flat):
+    return 0, 1
+  return jax.process_index(), jax.process_count()
+
+
+def _barrier(name: str) -> None:
+  from jax.experimental import multihost_utils
+  multihost_utils.sync_global_devices(name)
+
+
+def _gather_rows(rows: list[dict], skips: list[dict]
+                 ) -> tuple[list[dict], list[dict]]:
+  """Every process's prediction rows and skipped records, on every process
+  (one all-gather of their JSON bytes, padded to the longest)."""
+  from jax.experimental import multihost_utils
+  payload = np.frombuffer(json.dumps({"rows": rows, "skips": skips})
+                          .encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(
+      np.array([payload.size], np.int64))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:payload.size] = payload
+  everything = np.asarray(multihost_utils.process_allgather(padded))
+  all_rows, all_skips = [], []
+  for n, buf in zip(sizes, everything):
+    part = json.loads(bytes(buf[:int(n)]).decode())
+    all_rows += part["rows"]
+    all_skips += part["skips"]
+  return all_rows, all_skips
+
+
+def batch_key(model, ex: Example, *, budget, per_image: bool) -> tuple:
+  """Examples with equal keys share every padded shape of a batch of one
+  (sequence bucket, patch capacity, kept-length bucket), so batching them
+  pads nothing more and gives batch-1 results."""
+  from vselect_jax.host.buckets import bucket
+  from vselect_jax.host.rows import patch_capacity
+  n = int(ex.input_ids.shape[1])
+  grids = ex.grids
+  patches = 0 if grids is None else int(np.prod(grids, axis=1).sum())
+  before, after = visual_token_counts(grids, budget, per_image,
+                                      merge_unit=model.config.vision
+                                      .merge_unit)
+  return (bucket(n, model.seq_multiple),
+          patch_capacity(patches, model.config.vision) if patches else 0,
+          bucket(n - before + after, model.seq_multiple))
+
+
+def group_batches(examples, batch_size: int, key) -> Iterator[list]:
+  """Batches of up to ``batch_size`` examples of equal ``key(ex)``, in
+  stream order of completion. At most ``4 * batch_size`` examples wait
+  (then the fullest group goes out short), so memory stays bounded."""
+  pending: dict = {}
+  waiting = 0
+  for ex in examples:
+    group = pending.setdefault(key(ex), [])
+    group.append(ex)
+    waiting += 1
+    if len(group) == batch_size:
+      yield pending.pop(key(ex))
+      waiting -= batch_size
+    elif waiting > 4 * batch_size:
+      k = max(pending, key=lambda k: len(pending[k]))
+      waiting -= len(pending[k])
+      yield pending.pop(k)
+  for group in pending.values():
+    yield group
+
+
+def collate(examples: Sequence[Example]) -> dict:
+  """The processor-style inputs of a batch: right-padded ``input_ids``
+  with its ``attention_mask``, media concatenated in row order."""
+  width = max(int(e.input_ids.shape[1]) for e in examples)
+  ids = np.zeros((len(examples), width), np.int32)
+  mask = np.zeros((len(examples), width), np.int32)
+  for i, e in enumerate(examples):
+    n = int(e.input_ids.shape[1])
+    ids[i, :n] = e.input_ids[0]
+    mask[i, :n] = 1
+  out = {"input_ids": ids, "attention_mask": mask}
+  for name, value in examples[0].media().items():
+    parts = [e.media()[name] for e in examples if e.media()[name] is not None]
+    out[name] = np.concatenate(parts) if parts else None
+  return out
+
+
+def kv_cache_bytes(model, method: str, budget, prompt_tokens: int,
+                   before: int, after: int) -> int:
+  """Bytes of the prompt's KV cache after selection (before decoding):
+  2 (k, v) x kv heads x head dim x dtype bytes per token and layer; the
+  layers before an in-LLM method's selection layer hold the whole prompt,
+  the rest the kept ``prompt_tokens - before + after``."""
+  from vselect_jax import methods as methods_lib
+  from vselect_jax.methods.base import IN_LLM
+  t = model.config.text
+  per = 2 * t.num_key_value_heads * t.head_dim * np.dtype(model.dtype).itemsize
+  kept = prompt_tokens - before + after
+  layers = t.num_hidden_layers
+  early = 0
+  if budget is not None:
+    m = methods_lib.get(method)
+    if m.stage == IN_LLM:
+      early = int(m.layer(model.module))
+  return int(per * (early * prompt_tokens + (layers - early) * kept))
 
 
 def prepare_examples(tokenizer, spec, data_path: str,

@@ -4,7 +4,9 @@ plot.
 Each cell is an ``eval.py run`` (``runner.run_one``) into
 ``<out>/<task>/<method>_<budget>/``; then ``<out>/<task>/sweep.md``,
 ``sweep.csv`` and ``sweep.png`` (the headline metric and the prefill time
-against the kept fraction of visual tokens, one line per method).
+against the kept fraction of visual tokens, one line per method), and the
+paper's efficiency table ``efficiency.md`` / ``efficiency.csv``
+(``sweep_report.write_efficiency_table``).
 
 The whole grid is checked first (``check_grid``) and the data file is
 validated once; every cell then streams its examples (``runner.ExampleStream``)
@@ -74,14 +76,16 @@ def headline_metric(task: str) -> str:
 def sweep_row(summary: dict, task: str) -> dict:
   """One table row from a run's summary."""
   eff = summary.get("efficiency", {})
-  before = eff.get("visual_tokens_before", {}).get("mean")
-  after = eff.get("visual_tokens_after", {}).get("mean")
-  prefill = eff.get("prefill_ms", {}).get("mean")
+  mean = lambda k: eff.get(k, {}).get("mean")
+  before, after = mean("visual_tokens_before"), mean("visual_tokens_after")
   return {"method": summary["method"],
           "budget": 1.0 if summary["budget"] is None else summary["budget"],
           "kept_fraction": (after / before) if before else 1.0,
           "metric": summary["metrics"][headline_metric(task)],
-          "prefill_ms": prefill}
+          "prefill_ms": mean("prefill_ms"), "latency_ms": mean("latency_ms"),
+          "peak_memory_bytes": mean("peak_memory_bytes"),
+          "visual_tokens_before": before, "visual_tokens_after": after,
+          "kv_cache_bytes": mean("kv_cache_bytes")}
 
 
 def run_sweep(model, tokenizer, task: str, data_path: str,
@@ -122,6 +126,9 @@ def run_sweep(model, tokenizer, task: str, data_path: str,
                               metric_name=metric)
   sweep_report.plot_sweep(rows, os.path.join(task_dir, "sweep.png"),
                        metric_name=metric)
+  sweep_report.write_efficiency_table(
+      rows, os.path.join(task_dir, "efficiency.md"),
+      os.path.join(task_dir, "efficiency.csv"))
   return rows
 
 

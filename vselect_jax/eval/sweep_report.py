@@ -62,3 +62,74 @@ def plot_sweep(rows: Sequence[dict], path: str,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+EFFICIENCY_COLUMNS = (
+    "method", "budget", "kept_fraction", "prefill_ms", "latency_ms",
+    "peak_memory_bytes", "visual_tokens_before", "visual_tokens_after",
+    "kv_cache_bytes", "prefill_speedup", "latency_speedup",
+    "memory_reduction", "kv_cache_reduction")
+
+
+def efficiency_rows(rows: Sequence[dict]) -> list[dict]:
+  """``rows`` with the ratios to the same method's budget-1.0 cell:
+  ``prefill_speedup`` / ``latency_speedup`` (time at 1.0 / time here) and
+  ``memory_reduction`` / ``kv_cache_reduction`` (1 - here / at 1.0, the
+  paper's "86% memory reduction"); None without a budget-1.0 cell or a
+  value on either side."""
+  full = {r["method"]: r for r in rows if float(r["budget"]) == 1.0}
+  out = []
+  for r in _ordered(rows):
+    base = full.get(r["method"], {})
+
+    def ratio(key, reduction):
+      a, b = base.get(key), r.get(key)
+      if a is None or b is None or not a or not b:
+        return None
+      return 1.0 - b / a if reduction else a / b
+    out.append({**r, "prefill_speedup": ratio("prefill_ms", False),
+                "latency_speedup": ratio("latency_ms", False),
+                "memory_reduction": ratio("peak_memory_bytes", True),
+                "kv_cache_reduction": ratio("kv_cache_bytes", True)})
+  return out
+
+
+def write_efficiency_table(rows: Sequence[dict], md_path: str,
+                           csv_path: str) -> list[dict]:
+  """The efficiency table (``EFFICIENCY_COLUMNS``) as markdown and CSV;
+  returns its rows. Memory is the device's peak bytes in use (weights
+  included; absent on CPU), KV-cache bytes the prompt's cache after
+  selection (``runner.kv_cache_bytes``), both means over the samples."""
+  table = efficiency_rows(rows)
+
+  def fmt(key, v):
+    if v is None:
+      return "-"
+    if key.endswith("_bytes"):
+      return f"{v / 2**20:.1f} MiB"
+    if key.endswith("_reduction") or key == "kept_fraction":
+      return f"{100 * v:.2f}%"
+    if key.endswith("_speedup"):
+      return f"{v:.2f}x"
+    if key.endswith("_ms"):
+      return f"{v:.1f}"
+    if key.startswith("visual_tokens"):
+      return f"{v:.1f}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+  head = ["method", "budget", "kept", "prefill ms", "latency ms",
+          "peak memory", "visual tokens before", "after", "KV cache",
+          "prefill speedup", "latency speedup", "memory reduction",
+          "KV-cache reduction"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in table:
+    lines.append("| " + " | ".join(fmt(c, r.get(c))
+                                   for c in EFFICIENCY_COLUMNS) + " |")
+  with open(md_path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(csv_path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=EFFICIENCY_COLUMNS)
+    w.writeheader()
+    for r in table:
+      w.writerow({c: ("" if r.get(c) is None else r[c])
+                  for c in EFFICIENCY_COLUMNS})
+  return table
