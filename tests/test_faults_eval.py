@@ -118,6 +118,8 @@ class _FakeModel:
   def __init__(self, tokenizer, prepared):
     from vselect_jax.config import VLMConfig
     self.config = VLMConfig()
+    self.dtype = np.float32
+    self.seq_multiple = 64
     self.num_compiles = 0
     self.eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     self.prepared = prepared

@@ -564,6 +564,10 @@ def group_batches(examples, batch_size: int, key) -> Iterator[list]:
   """Batches of up to ``batch_size`` examples of equal ``key(ex)``, in
   stream order of completion. At most ``4 * batch_size`` examples wait
   (then the fullest group goes out short), so memory stays bounded."""
+  if batch_size == 1:  # nothing to group: no key needed
+    for ex in examples:
+      yield [ex]
+    return
   pending: dict = {}
   waiting = 0
   for ex in examples:
