@@ -118,6 +118,9 @@ def main(argv=None) -> int:
   p.add_argument("--shrink", type=int, default=4)
   p.add_argument("--reps", type=int, default=3)
   p.add_argument("--models", default="7b,3b")
+  p.add_argument("--splits", default="8,16,24,end",
+                 help="j values (vision blocks of the full model); end = "
+                 "after the tower")
   p.add_argument("--out", default=os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results.md"))
   args = p.parse_args(argv)
@@ -155,7 +158,9 @@ def main(argv=None) -> int:
     full_base = intower_flops(fvis, ftxt, patches, text_tokens, visual,
                               visual, None)
     print(f"{name}: full prefill {base_ms:.0f} ms")
-    for j in SPLITS:
+    splits = [None if v == "end" else int(v)
+              for v in args.splits.split(",")]
+    for j in splits:
       jr = None if j is None else j * vis.depth // 32
       for budget in BUDGETS:
         kept = budget_to_k(visual, budget)
