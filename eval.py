@@ -50,6 +50,19 @@ def _budgets(text: str) -> list:
   return out
 
 
+def _options(text: str) -> dict:
+  """'{"block": 8}' -> {"block": 8}."""
+  import json
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise argparse.ArgumentTypeError(f"--options is not JSON: {e}") from None
+  if not isinstance(value, dict):
+    raise argparse.ArgumentTypeError(
+        f"--options must be a JSON object, got {text!r}")
+  return value
+
+
 def _mesh(text: str) -> dict:
   """'data=1,fsdp=2,tensor=4' -> {"data": 1, "fsdp": 2, "tensor": 4}."""
   from vselect_jax.sharding import MESH_AXES
@@ -92,6 +105,10 @@ def _add_model_args(p: argparse.ArgumentParser, sweep: bool) -> None:
   p.add_argument("--limit", type=int, default=None,
                  help="only the first N (usable) records")
   p.add_argument("--seed", type=int, default=0, help="for --method random")
+  p.add_argument("--options", type=_options, default={},
+                 metavar="JSON",
+                 help='method options, e.g. \'{"faithful": true}\' or '
+                 '\'{"block": 8}\' (tower_selector); checked with the grid')
   p.add_argument("--min-pixels", type=int, default=200704)
   p.add_argument("--max-pixels", type=int, default=None,
                  help="default: the reference's for the model family "
@@ -163,7 +180,8 @@ def _settings(args):
       max_pixels=args.max_pixels or runner.MAX_PIXELS[family or
                                                      "qwen2_5_vl"],
       jpeg_quality=args.jpeg_quality or None, per_image=args.per_image,
-      seed=args.seed, limit=args.limit, max_new_tokens=args.max_new_tokens,
+      seed=args.seed, options=tuple(sorted(args.options.items())),
+      limit=args.limit, max_new_tokens=args.max_new_tokens,
       skip_bad=args.skip_bad, prefetch=args.prefetch,
       batch_size=args.batch_size,
       video=VideoSampling(

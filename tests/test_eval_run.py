@@ -180,3 +180,22 @@ def test_run_on_a_mesh_gives_the_same_predictions(setup):
     eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
                    "--data", data, "--out", str(root / "bad"),
                    "--mesh", "dta=2"])
+
+
+def test_method_options_reach_the_model_and_are_checked(setup, capsys):
+  model_dir, data, root = setup
+  out = str(root / "opts")
+  rc = eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
+                      "--data", data, "--budgets", "0.5", "--method",
+                      "fastv", "--options", '{"faithful_span": true}',
+                      "--out", out, "--max-new-tokens", "2",
+                      "--no-progress"] + SMALL)
+  assert rc == 0
+  summary = json.load(open(os.path.join(out, "chartqa", "fastv_0.5",
+                                        "summary.json")))
+  assert summary["settings"]["options"] == [["faithful_span", True]]
+  rc = eval_cli.main(["run", "--model", model_dir, "--task", "chartqa",
+                      "--data", data, "--budgets", "0.5", "--method",
+                      "fastv", "--options", '{"faithfull": true}',
+                      "--out", out, "--no-progress"] + SMALL)
+  assert rc == 2 and "no option(s) ['faithfull']" in capsys.readouterr().err

@@ -99,6 +99,9 @@ class EvalSettings:
   jpeg_quality: int | None = 75
   per_image: bool = False
   seed: int = 0
+  # Method options (``methods.validate``), e.g. (("faithful", True),) or
+  # (("block", 8),) for tower_selector; sorted pairs so settings hash.
+  options: tuple = ()
   limit: int | None = None
   max_new_tokens: int | None = None
   skip_bad: bool = False
@@ -431,6 +434,7 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
       tokens = model.generate(
           **collate(group), budget=budget, method=method,
           per_image=settings.per_image, seed=settings.seed,
+          options=dict(settings.options) or None,
           max_new_tokens=max_new, eos_token_id=eos, pad_token_id=pad,
           timings=timings)
       # A call that traced a new program also compiled it: not timed.
@@ -653,7 +657,8 @@ def token_maps(model, ex: Example, budget, method: str,
   out = model.forward(ex.input_ids, **ex.media(),
                       budget=1.0 if budget is None else budget,
                       method=method, per_image=settings.per_image,
-                      seed=settings.seed, soft_mask=True)
+                      seed=settings.seed, soft_mask=True,
+                      options=dict(settings.options) or None)
   ids = ex.input_ids[0]
   visual = np.flatnonzero(np.isin(ids, (model.config.image_token_id,
                                         model.config.video_token_id)))

@@ -61,7 +61,8 @@ def check_grid(methods: Sequence[str], budgets: Sequence,
   for m in dict.fromkeys(methods):
     if m in known:
       try:  # per-method options: what generate() would refuse mid-sweep
-        methods_lib.validate(m, None, settings.per_image)
+        methods_lib.validate(m, None, settings.per_image,
+                             dict(getattr(settings, "options", ())))
       except ValueError as e:
         problems.append(str(e))
   if problems:
