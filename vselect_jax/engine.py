@@ -242,6 +242,17 @@ class VisionLanguageModel:
       out[key] = jax.device_put(value, sharding)
     return out
 
+  def _host(self, inputs: tuple, budget, method, per_image, options, seed,
+            select_at) -> tuple[PreparedBatch, "_Plan"]:
+    """The host side of a call: the bucketed batch and the selection plan
+    (per-frame groups for videos with ``per_image``)."""
+    prep = self.prepare(*inputs)
+    image_grid_thw, video_grid_thw = inputs[3], inputs[5]
+    if per_image and video_grid_thw is not None:  # a group per frame slot
+      self._per_frame(prep, image_grid_thw, video_grid_thw)
+    return prep, self._plan(prep, budget, method, per_image, options, seed,
+                            select_at)
+
   def prefill_program(self, prep: PreparedBatch, budget=None, *,
                       method: str = "selector", per_image: bool = False,
                       options: dict | None = None, max_new_tokens: int = 1,
@@ -290,13 +301,10 @@ class VisionLanguageModel:
       ``ForwardOutput``.
     """
     _check_extras(processor_extras, "forward")
-    prep = self.prepare(input_ids, attention_mask, pixel_values,
-                        image_grid_thw, pixel_values_videos, video_grid_thw,
-                        second_per_grid_ts)
-    if per_image and video_grid_thw is not None:  # a group per frame slot
-      self._per_frame(prep, image_grid_thw, video_grid_thw)
-    plan = self._plan(prep, budget, method, per_image, options, seed,
-                      select_at)
+    prep, plan = self._host(
+        (input_ids, attention_mask, pixel_values, image_grid_thw,
+         pixel_values_videos, video_grid_thw, second_per_grid_ts),
+        budget, method, per_image, options, seed, select_at)
     logits, keep, scores, view = self._forward_jit(
         self.state, self._device(prep.arrays), plan.k_token, plan.k_row,
         size=plan.size, method=plan.method, per_image=plan.per_image,
@@ -344,13 +352,10 @@ class VisionLanguageModel:
         or max_new_tokens < 1):
       raise ValueError(f"max_new_tokens must be a positive int, got "
                        f"{max_new_tokens!r}")
-    prep = self.prepare(input_ids, attention_mask, pixel_values,
-                        image_grid_thw, pixel_values_videos, video_grid_thw,
-                        second_per_grid_ts)
-    if per_image and video_grid_thw is not None:  # a group per frame slot
-      self._per_frame(prep, image_grid_thw, video_grid_thw)
-    plan = self._plan(prep, budget, method, per_image, options, seed,
-                      select_at)
+    prep, plan = self._host(
+        (input_ids, attention_mask, pixel_values, image_grid_thw,
+         pixel_values_videos, video_grid_thw, second_per_grid_ts),
+        budget, method, per_image, options, seed, select_at)
     n_valid = prep.arrays["segment_ids"].sum(1)
     next_position = (prep.rope_deltas[:, 0] + n_valid).astype(np.int32)
     eos = -1 if eos_token_id is None else int(eos_token_id)
