@@ -41,7 +41,7 @@ def test_setup_sync_launch_use_all_workers_and_the_commit():
     assert "--worker=all" in cmd
   setup = _ssh_command(dry("setup.sh")[0])
   assert "git checkout --quiet 0123abc" in setup
-  assert "python3 -m venv .venv" in setup and "-e '.[tpu]'" in setup
+  assert "python3 -m venv .venv" in setup and "-e '.[tpu,gcs]'" in setup
   assert "git checkout --quiet 0123abc" in _ssh_command(dry("sync.sh")[0])
   launch = _ssh_command(dry("launch.sh", "--config.total_steps=9")[0])
   assert ("train.py --config=configs/qwen25vl_3b.py --workdir=gs://bk/runs/vs"

@@ -7,4 +7,4 @@ on_workers "set -e; [ -d $REMOTE_DIR/.git ] || git clone $REPO_URL $REMOTE_DIR; 
 cd $REMOTE_DIR && git fetch --quiet origin && git checkout --quiet $COMMIT && \
 { [ -x .venv/bin/python ] || python3 -m venv .venv; } && \
 .venv/bin/pip install --quiet --upgrade pip && \
-.venv/bin/pip install --quiet -e '.[tpu]'"
+.venv/bin/pip install --quiet -e '.[tpu,gcs]'"
