@@ -141,12 +141,7 @@ class VLMConfig:
       raise ValueError(
           f"vision out_hidden_size {vision.out_hidden_size} != text hidden "
           f"size {text.hidden_size}")
-    return cls(
-        vision=vision, text=text,
-        image_token_id=int(d.get("image_token_id", 151655)),
-        video_token_id=int(d.get("video_token_id", 151656)),
-        vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
-        vision_end_token_id=int(d.get("vision_end_token_id", 151653)))
+    return cls(vision=vision, text=text, **_special_tokens(d))
 
   @classmethod
   def from_pretrained(cls, path: str) -> "VLMConfig":
@@ -272,12 +267,7 @@ class LlavaOV15Config:
       raise ValueError(
           f"vision_config.text_hidden_size {vision.out_hidden_size} != "
           f"text_config.hidden_size {text.hidden_size}")
-    return cls(
-        vision=vision, text=text,
-        image_token_id=int(d.get("image_token_id", 151655)),
-        video_token_id=int(d.get("video_token_id", 151656)),
-        vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
-        vision_end_token_id=int(d.get("vision_end_token_id", 151653)))
+    return cls(vision=vision, text=text, **_special_tokens(d))
 
   @classmethod
   def from_pretrained(cls, path: str) -> "LlavaOV15Config":
@@ -307,6 +297,16 @@ def config_from_hf_dict(d: dict[str, Any]) -> ModelConfig:
 def read_model_config(path: str) -> ModelConfig:
   """``config_from_hf_dict`` of ``path``/config.json (local or gs://)."""
   return _read_config_json(config_from_hf_dict, path)
+
+
+def _special_tokens(d: dict) -> dict:
+  """The visual pad / boundary token ids of an HF config (Qwen's defaults;
+  LLaVA-OV-1.5 uses the same vocabulary)."""
+  return dict(
+      image_token_id=int(d.get("image_token_id", 151655)),
+      video_token_id=int(d.get("video_token_id", 151656)),
+      vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
+      vision_end_token_id=int(d.get("vision_end_token_id", 151653)))
 
 
 def _read_config_json(parse, path: str):

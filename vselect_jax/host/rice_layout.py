@@ -28,7 +28,7 @@ import numpy as np
 
 from vselect_jax.config import RiceVisionConfig
 from vselect_jax.host.buckets import bucket
-from vselect_jax.host.vision_layout import check_grid
+from vselect_jax.host.vision_layout import as_grid
 
 # Patch capacity granularity (a multiple of the 2x2 merge unit) and class
 # slot granularity.
@@ -69,10 +69,7 @@ def build_rice_layout(grid_thw, cfg: RiceVisionConfig,
   Returns:
     The layout (see module docstring).
   """
-  grid = np.asarray(grid_thw, dtype=np.int64)
-  if grid.size == 0:
-    grid = grid.reshape(0, 3)
-  check_grid(grid, cfg)
+  grid = as_grid(grid_thw, cfg)
   m, unit = cfg.spatial_merge_size, cfg.merge_unit
   num_patches = int(np.prod(grid, axis=1).sum()) if len(grid) else 0
   num_frames = int(grid[:, 0].sum()) if len(grid) else 0

@@ -51,6 +51,15 @@ class VisionLayout:
     return {f: getattr(self, f) for f in self.ARRAY_FIELDS}
 
 
+def as_grid(grid_thw, cfg) -> np.ndarray:
+  """``grid_thw`` as int64[n, 3] (an empty list is no items), checked."""
+  grid = np.asarray(grid_thw, dtype=np.int64)
+  if grid.size == 0:
+    grid = grid.reshape(0, 3)
+  check_grid(grid, cfg)
+  return grid
+
+
 def check_grid(grid: np.ndarray, cfg) -> None:
   """Grids must be [n, 3] with t >= 1 and h, w multiples of the merge size
   (any vision config with ``spatial_merge_size``)."""
@@ -77,10 +86,7 @@ def build_vision_layout(grid_thw, cfg: VisionConfig,
   Returns:
     The layout (see module docstring).
   """
-  grid = np.asarray(grid_thw, dtype=np.int64)
-  if grid.size == 0:
-    grid = grid.reshape(0, 3)
-  check_grid(grid, cfg)
+  grid = as_grid(grid_thw, cfg)
   m = cfg.spatial_merge_size
   unit = cfg.merge_unit
   wm = cfg.window_merged

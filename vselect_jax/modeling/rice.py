@@ -25,7 +25,7 @@ from flax import nnx
 
 from vselect_jax.config import RiceVisionConfig
 from vselect_jax.modeling import rope
-from vselect_jax.modeling.attention import dot_product_attention
+from vselect_jax.modeling.vision import PatchEmbed, VisionAttention
 from vselect_jax.modeling.layers import Linear
 
 
@@ -48,51 +48,6 @@ class LayerNorm(nnx.Module):
     return y.astype(x.dtype)
 
 
-class RicePatchEmbed(nnx.Module):
-  """The reference's Conv2d 14x14 stride 14 (no bias) over a (C, 14, 14)
-  patch row is a dense map C*14*14 -> D."""
-
-  def __init__(self, cfg: RiceVisionConfig, *, dtype, rngs: nnx.Rngs):
-    self.proj = Linear(cfg.patch_dim, cfg.hidden_size, use_bias=False,
-                       axes=(None, "vit_embed"), dtype=dtype, rngs=rngs)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.proj(x)
-
-
-class RiceAttention(nnx.Module):
-  """Fused qkv (bias), 2-D RoPE, full attention within each segment."""
-
-  def __init__(self, cfg: RiceVisionConfig, *, dtype, rngs: nnx.Rngs):
-    d = cfg.hidden_size
-    self.num_heads = cfg.num_heads
-    self.qkv = Linear(d, 3 * d, use_bias=True, axes=("vit_embed", "vit_heads"),
-                      dtype=dtype, rngs=rngs)
-    self.proj = Linear(d, d, use_bias=True, axes=("vit_heads", "vit_embed"),
-                       dtype=dtype, rngs=rngs)
-
-  def _qkv(self, x, cos, sin):
-    n, d = x.shape
-    qkv = self.qkv(x).reshape(n, 3, self.num_heads, d // self.num_heads)
-    q, k, v = (qkv[None, :, i] for i in range(3))  # [1, L, N, H]
-    return (rope.apply_vision_rope(q, cos, sin),
-            rope.apply_vision_rope(k, cos, sin), v)
-
-  def queries_keys(self, x, cos, sin) -> tuple[jax.Array, jax.Array]:
-    """q, k [1, L, N, H] after RoPE (VisionZip reads them)."""
-    return self._qkv(x, cos, sin)[:2]
-
-  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
-               segment_ids: jax.Array) -> jax.Array:
-    """x: [L, D]; cos/sin: float32[L, H]; segment_ids: int32[L] (0 = pad)."""
-    n, d = x.shape
-    q, k, v = self._qkv(x, cos, sin)
-    seg = segment_ids[None]
-    out = dot_product_attention(q, k, v, q_segment_ids=seg,
-                                kv_segment_ids=seg, causal=False)
-    return self.proj(out.reshape(n, d))
-
-
 class RiceMlp(nnx.Module):
   """fc1 -> exact GELU -> fc2."""
 
@@ -112,7 +67,9 @@ class RiceBlock(nnx.Module):
     # The reference hard-codes eps 1e-5 for the block norms.
     self.norm1 = LayerNorm(cfg.hidden_size, eps=1e-5, dtype=dtype)
     self.norm2 = LayerNorm(cfg.hidden_size, eps=1e-5, dtype=dtype)
-    self.attn = RiceAttention(cfg, dtype=dtype, rngs=rngs)
+    # The Qwen2.5-VL tower's attention, without windows (full attention
+    # within each image / frame segment): the same fused qkv, 2-D RoPE.
+    self.attn = VisionAttention(cfg, dtype=dtype, rngs=rngs)
     self.mlp = RiceMlp(cfg, dtype=dtype, rngs=rngs)
 
   def queries_keys(self, x, cos, sin):
@@ -120,7 +77,7 @@ class RiceBlock(nnx.Module):
     return self.attn.queries_keys(self.norm1(x), cos, sin)
 
   def __call__(self, x, cos, sin, segment_ids):
-    x = x + self.attn(self.norm1(x), cos, sin, segment_ids)
+    x = x + self.attn(self.norm1(x), cos, sin, segment_ids, None)
     return x + self.mlp(self.norm2(x))
 
 
@@ -152,7 +109,7 @@ class RiceVisionTransformer(nnx.Module):
   def __init__(self, cfg: RiceVisionConfig, *, dtype=jnp.float32,
                rngs: nnx.Rngs):
     self.config = cfg
-    self.patch_embed = RicePatchEmbed(cfg, dtype=dtype, rngs=rngs)
+    self.patch_embed = PatchEmbed(cfg, dtype=dtype, rngs=rngs)  # 14x14 Conv2d
     d = cfg.hidden_size
     # Initialised as the reference: scale * randn, and randn angles.
     self.class_embedding = nnx.Param(
