@@ -25,7 +25,8 @@ from flax import nnx
 
 from vselect_jax.config import RiceVisionConfig
 from vselect_jax.modeling import rope
-from vselect_jax.modeling.vision import PatchEmbed, VisionAttention
+from vselect_jax.modeling.vision import (PatchEmbed, PatchMerger,
+                                         VisionAttention)
 from vselect_jax.modeling.layers import Linear
 
 
@@ -81,27 +82,6 @@ class RiceBlock(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
-class RicePatchMerger(nnx.Module):
-  """LayerNorm, concatenate each 2x2 group, Linear -> exact GELU -> Linear.
-
-  HF's nn.Sequential ``mlp.0`` / ``mlp.2`` are ``mlp_0`` / ``mlp_2`` here.
-  """
-
-  def __init__(self, cfg: RiceVisionConfig, *, dtype, rngs: nnx.Rngs):
-    hidden = cfg.hidden_size * cfg.merge_unit
-    self.merge_unit = cfg.merge_unit
-    self.ln_q = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype)
-    self.mlp_0 = Linear(hidden, hidden, use_bias=True,
-                        axes=("vit_embed", "vit_mlp"), dtype=dtype, rngs=rngs)
-    self.mlp_2 = Linear(hidden, cfg.out_hidden_size, use_bias=True,
-                        axes=("vit_mlp", "embed"), dtype=dtype, rngs=rngs)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [P, D] -> [P / merge_unit, E]."""
-    x = self.ln_q(x).reshape(-1, self.merge_unit * x.shape[-1])
-    return self.mlp_2(jax.nn.gelu(self.mlp_0(x), approximate=False))
-
-
 class RiceVisionTransformer(nnx.Module):
   """Patch embed + class tokens -> pre-LayerNorm -> blocks -> drop class
   tokens -> merger."""
@@ -121,7 +101,8 @@ class RiceVisionTransformer(nnx.Module):
     self.pre_layernorm = LayerNorm(d, eps=cfg.layer_norm_eps, dtype=dtype)
     self.blocks = nnx.List([RiceBlock(cfg, dtype=dtype, rngs=rngs)
                             for _ in range(cfg.depth)])
-    self.merger = RicePatchMerger(cfg, dtype=dtype, rngs=rngs)
+    self.merger = PatchMerger(cfg, dtype=dtype, rngs=rngs, norm=LayerNorm(
+        cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype))
 
   def rotary(self, layout: dict[str, jax.Array]
              ) -> tuple[jax.Array, jax.Array]:

@@ -98,16 +98,18 @@ class VisionBlock(nnx.Module):
 
 
 class PatchMerger(nnx.Module):
-  """RMSNorm, concatenate each 2x2 group of patches, MLP with exact GELU.
+  """Norm (RMSNorm; LLaVA-OV-1.5's RICE passes a LayerNorm), concatenate
+  each 2x2 group of patches, MLP with exact GELU.
 
   HF names the MLP ``mlp.0`` / ``mlp.2`` (an nn.Sequential); here they are
   ``mlp_0`` / ``mlp_2``.
   """
 
-  def __init__(self, cfg: VisionConfig, *, dtype, rngs: nnx.Rngs):
+  def __init__(self, cfg, *, dtype, rngs: nnx.Rngs, norm=None):
     hidden = cfg.hidden_size * cfg.merge_unit
     self.merge_unit = cfg.merge_unit
-    self.ln_q = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+    self.ln_q = (RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+                 if norm is None else norm)
     self.mlp_0 = Linear(hidden, hidden, use_bias=True,
                         axes=("vit_embed", "vit_mlp"), dtype=dtype, rngs=rngs)
     self.mlp_2 = Linear(hidden, cfg.out_hidden_size, use_bias=True,
