@@ -78,6 +78,17 @@ class Output:
   relaxed: Relaxed | None = None
 
 
+# log(m) is floored here: exp(-69) ~ 1e-30 of a key's weight is dropping to
+# float32 precision, and the softmax of a row whose keys all sit at the
+# floor (a fully dropped window) stays finite.
+_LOG_FLOOR = 1e-30
+
+
+def soft_log(m: jax.Array) -> jax.Array:
+  """log(max(m, 1e-30)) in float32: the "attn_bias" key bias of mask m."""
+  return jnp.log(jnp.maximum(m.astype(jnp.float32), _LOG_FLOOR))
+
+
 def encode(model, batch: dict, *, last_block: bool = False):
   """The vision tower on every row: merged tokens float[B, M, E] (and, with
   ``last_block``, the last block's input and rotary tables per row)."""
@@ -208,7 +219,6 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
       hidden, kv = text.run(jnp.where(visual[..., None], scaled, x), pos,
                             seg, remat=remat)
     else:
-      from vselect_jax.forward_in_vision import soft_log
       hidden, kv = text.run(x, pos, seg, remat=remat, key_bias=jnp.where(
           visual, soft_log(r.soft), 0.0))
     return Output(hidden, [(kv, seg)], relaxed=r)

@@ -22,20 +22,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vselect_jax.forward import Output, gather, place, select_keep
+from vselect_jax.forward import (Output, gather, place, select_keep,
+                                 soft_log)
 from vselect_jax.host.vision_layout import VisionLayout
 from vselect_jax.methods.base import VISION_BLOCK, Context
-
-# log(m) is floored here: exp(-69) ~ 1e-30 of a key's weight is dropping to
-# float32 precision, and the softmax of a row whose keys all sit at the
-# floor (a fully dropped window) stays finite.
-_LOG_FLOOR = 1e-30
-
-
-def soft_log(m: jax.Array) -> jax.Array:
-  """log(max(m, 1e-30)) in float32: the "attn_bias" key bias of mask m."""
-  return jnp.log(jnp.maximum(m.astype(jnp.float32), _LOG_FLOOR))
-
 
 def _layout(batch):
   return {k: batch[k] for k in VisionLayout.ARRAY_FIELDS}
