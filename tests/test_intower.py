@@ -279,3 +279,51 @@ def test_block_scorer_exports_to_pytorch_and_loads_back(jx, tmp_path):
   np.testing.assert_array_equal(
       np.asarray(back.module.visual.block_scorer.q_proj.kernel.get_value()),
       np.asarray(jx.module.visual.block_scorer.q_proj.kernel.get_value()))
+
+
+def _checkpoints(jaxpr) -> int:
+  """How many jax.checkpoint regions a jaxpr holds, nested ones included
+  (the primitive is "remat2" in jax 0.10; a vmap keeps it)."""
+  from jax.extend.core import jaxprs_in_params
+  n = 0
+  for eqn in jaxpr.eqns:
+    n += eqn.primitive.name.startswith(("remat", "checkpoint"))
+    for sub in jaxprs_in_params(eqn.params):
+      n += _checkpoints(sub)
+  return n
+
+
+def test_in_tower_remat_covers_the_blocks_after_selection_same_grads(jx):
+  # "attn_bias": the soft mask's key bias also crosses each checkpoint.
+  from flax import nnx
+  inputs = _batch_inputs(np.random.default_rng(6))
+  arrays = {k: jnp.asarray(v) for k, v in jx.prepare(**inputs).arrays.items()}
+  visual = arrays["visual_index"] >= 0
+  k_row = jnp.asarray([5, 7], jnp.int32)
+  sel = Selection("tower_selector", jnp.where(visual, k_row[:, None], 0),
+                  k_row, options=(("block", 1),))
+  w = jnp.asarray(np.random.default_rng(1).standard_normal(
+      visual.shape + (jx.config.text.hidden_size,)), jnp.float32)
+  graphdef, scorer, rest = nnx.split(
+      jx.module, lambda path, _: "block_scorer" in map(str, path), ...)
+
+  def loss(scorer, remat):
+    out = forward(nnx.merge(graphdef, scorer, rest), arrays, sel,
+                  relaxed=True, remat=remat, soft_mask="attn_bias")
+    return jnp.sum(out.hidden * w)
+
+  # One trace per switch: its jaxpr is counted, then compiled and run.
+  traced = {r: jax.jit(jax.grad(lambda s, r=r: loss(s, r))).trace(scorer)
+            for r in (False, True)}
+  # remat wraps every vision block after selection (blocks 1..3 here) and
+  # every LLM layer (one checkpoint each in the backward pass); without it
+  # nothing is checkpointed.
+  count = {r: _checkpoints(t.jaxpr.jaxpr) for r, t in traced.items()}
+  assert count == {False: 0, True: jx.config.vision.depth - 1 +
+                   jx.config.text.num_hidden_layers}, count
+  a, b = (jax.tree.leaves(traced[r].lower().compile()(scorer))
+          for r in (False, True))
+  scale = max(float(jnp.abs(x).max()) for x in a)
+  assert scale > 0
+  for x, y in zip(a, b):  # recomputation may round differently in float32
+    assert float(jnp.abs(y - x).max()) <= 1e-5 * scale

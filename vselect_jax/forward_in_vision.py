@@ -41,14 +41,15 @@ def encode_front(model, batch: dict, stop: int):
 
 
 def encode_back(model, x, cos, sin, seg_window, seg_frame, start: int,
-                key_bias=None):
+                key_bias=None, remat: bool = False):
   """Blocks [start, depth) and the merger on slots x float[B, Ps, Dv]
   (Ps a multiple of the window size): merged float[B, Ps / 4, E] in slot
-  order. key_bias: float32[B, Ps] or None."""
+  order. key_bias: float32[B, Ps] or None. remat: rematerialise each block
+  in the backward pass."""
   def row(x, cos, sin, ws, fs, kb):
     lay = {"window_seg": ws, "frame_seg": fs}
-    return model.visual.merger(
-        model.visual.run_blocks(x, cos, sin, lay, start, key_bias=kb))
+    return model.visual.merger(model.visual.run_blocks(
+        x, cos, sin, lay, start, key_bias=kb, remat=remat))
   if key_bias is None:
     return jax.vmap(lambda *a: row(*a, None))(x, cos, sin, seg_window,
                                               seg_frame)
@@ -111,8 +112,10 @@ def forward_in_vision(model, batch: dict, selection, method, options, *,
       xs = (xs.astype(jnp.float32) * slot_soft[..., None]).astype(xs.dtype)
     else:
       bias = soft_log(slot_soft)
+    # The CE gradient reaches the scorer through blocks [j, depth) of every
+    # patch: ``remat`` keeps only each block's input (the LLM's layers too).
     merged = encode_back(model, xs, cos, sin, batch["window_seg"],
-                         batch["frame_seg"], j, bias)
+                         batch["frame_seg"], j, bias, remat=remat)
     merged = jnp.take_along_axis(merged, batch["merged_index"][..., None],
                                  axis=1)                      # raster order
     tokens, _ = place(merged, batch["visual_index"])

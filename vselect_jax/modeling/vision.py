@@ -177,19 +177,28 @@ class VisionTransformer(nnx.Module):
   def run_blocks(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                  layout: dict[str, jax.Array], start: int,
                  stop: int | None = None,
-                 key_bias: jax.Array | None = None) -> jax.Array:
+                 key_bias: jax.Array | None = None,
+                 remat: bool = False) -> jax.Array:
     """Blocks [start, stop) on slots x float[P, D]; ``layout`` needs
     ``window_seg`` and ``frame_seg`` int32[P] (any P that is a multiple of
     the window size: selection inside the tower passes the kept slots).
-    ``key_bias`` float32[P]: a soft mask's log per key, or None."""
+    ``key_bias`` float32[P]: a soft mask's log per key, or None. ``remat``:
+    rematerialise each block in the backward pass (in-tower training)."""
     cfg = self.config
     full = set(cfg.fullatt_block_indexes)
     stop = len(self.blocks) if stop is None else stop
     for i in range(start, stop):
       blk = self.blocks[i]
-      if i in full:
-        x = blk(x, cos, sin, layout["frame_seg"], None, key_bias)
+      seg, window = ((layout["frame_seg"], None) if i in full else
+                     (layout["window_seg"], cfg.window_patches))
+      if remat:
+        # As the LLM's layers (TextModel.run): a pure-function checkpoint
+        # over the block's state, so only the block's input is stored.
+        gd, st = nnx.split(blk)
+        x = jax.checkpoint(
+            lambda st, x, cos, sin, seg, kb, gd=gd, window=window:
+            nnx.merge(gd, st)(x, cos, sin, seg, window, kb))(
+                st, x, cos, sin, seg, key_bias)
       else:
-        x = blk(x, cos, sin, layout["window_seg"], cfg.window_patches,
-                key_bias)
+        x = blk(x, cos, sin, seg, window, key_bias)
     return x
