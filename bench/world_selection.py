@@ -13,8 +13,9 @@ then evaluated on the held-out questions:
   or "tower_selector" with option block=1) at budgets 1.0 0.3 0.2 0.1 0.05;
 * the soft/hard gap at 0.2: held-out accuracy through the training path
   (the soft mask of the scorer's kind, nothing dropped, teacher-forced:
-  ``eval.relaxed_accuracy``) against the hard top-k's teacher-forced
-  accuracy on the same questions, and the generated (sweep) accuracy.
+  ``eval.relaxed_accuracy.teacher_forced``) against the hard top-k's
+  teacher-forced accuracy on the same packed rows (k pooled per row, as in
+  training); all held-out questions, whatever ``--limit``.
 
 Trained scorers are cached in ``--workdir`` (``<name>/scorer.safetensors``,
 merged into ``<name>/hf``); a rerun only re-evaluates. The backbone and the
@@ -76,7 +77,7 @@ def train(out: str, backbone: str, assets: str, select_at, soft_mask: str,
 
 
 def evaluate(model, tok, test: str, out: str, select_at, soft_mask: str,
-             assets: str, limit: int) -> dict:
+             assets: str, backbone: str, limit: int) -> dict:
   """Hard sweep over BUDGETS and the soft/hard gap at GAP_BUDGET."""
   from configs import world as world_cfg
   from vselect_jax.eval import relaxed_accuracy, runner, sweep
@@ -92,11 +93,13 @@ def evaluate(model, tok, test: str, out: str, select_at, soft_mask: str,
   sweep_s = time.perf_counter() - t
   t = time.perf_counter()
   c = world_cfg.make_config("selector", assets)
-  gap = relaxed_accuracy.soft_hard_accuracy(
-      model, c, test, os.path.join(out, "relaxed"), budget=GAP_BUDGET,
-      select_at=select_at, soft_mask=soft_mask, limit=limit)
-  return {"hard": {r["budget"]: r["metric"] for r in rows},
-          "kept": {r["budget"]: r["kept_fraction"] for r in rows},
+  c.model_path = backbone             # its tokenizer packs the rows
+  batches = relaxed_accuracy.held_out_rows(c, test, os.path.join(out, "tf"))
+  gap = relaxed_accuracy.teacher_forced(model, batches, GAP_BUDGET,
+                                        method=method, options=options,
+                                        soft_mask=soft_mask)
+  return {"hard": {str(r["budget"]): r["metric"] for r in rows},
+          "kept": {str(r["budget"]): r["kept_fraction"] for r in rows},
           "gap": gap, "sweep_s": sweep_s,
           "gap_s": time.perf_counter() - t}
 
@@ -114,7 +117,7 @@ def table(results: dict, limit: int) -> str:
     g = r["gap"]
     lines.append(
         f"| {where} | {soft_mask} | "
-        + " | ".join(f"{r['hard'][b]:.3f}" for b in BUDGETS)
+        + " | ".join(f"{r['hard'][str(b)]:.3f}" for b in BUDGETS)
         + f" | {g['soft']:.3f} | {g['hard']:.3f} | "
         f"{g['soft'] - g['hard']:+.3f} | {r['train_s']:.0f} | "
         f"{r['sweep_s'] + r['gap_s']:.0f} |")
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
     shutil.rmtree(os.path.join(out, "sweep"), ignore_errors=True)
     model = vselect_jax.from_pretrained(merged)
     r.update(evaluate(model, tok, test, out, select_at, soft_mask, assets,
-                      args.limit))
+                      backbone, args.limit))
     print(f"{name}: {json.dumps({k: r[k] for k in ('hard', 'gap')})} "
           f"(sweep {r['sweep_s']:.0f} s, gap {r['gap_s']:.0f} s)", flush=True)
     json.dump(results, open(record, "w"), indent=1)
