@@ -114,6 +114,44 @@ def step_memory(cfg, host: dict, select_at, remat: bool) -> dict:
           "compile_s": time.perf_counter() - t}
 
 
+def vision_back_memory(cfg, host: dict, start: int, remat: bool) -> dict:
+  """The in-tower training path's vision part alone: the gradient to a
+  per-patch soft mask (the "scale" relaxation) through blocks
+  [start, depth) and the merger (``forward_in_vision.encode_back``), with
+  an arbitrary linear loss; compiled on abstract inputs."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from vselect_jax.forward_in_vision import encode_back
+  from vselect_jax.modeling.vlm import Qwen25VL
+  module = nnx.eval_shape(lambda: Qwen25VL(cfg, dtype=jnp.bfloat16,
+                                           rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(module)
+  b, p = host["window_seg"].shape
+  dv, hd = cfg.vision.hidden_size, cfg.vision.head_dim
+  sds = jax.ShapeDtypeStruct
+
+  def loss(m, state, xs, cos, sin, ws, fs):
+    model = nnx.merge(graphdef, state)
+    x = (xs.astype(jnp.float32) * m[..., None]).astype(xs.dtype)
+    merged = encode_back(model, x, cos, sin, ws, fs, start, remat=remat)
+    return jnp.sum(merged.astype(jnp.float32))
+
+  args = (sds((b, p), jnp.float32), state, sds((b, p, dv), jnp.bfloat16),
+          sds((b, p, hd), jnp.float32), sds((b, p, hd), jnp.float32),
+          sds((b, p), jnp.int32), sds((b, p), jnp.int32))
+  # What the backward pass keeps, as JAX leaves it to the compiler (the
+  # residuals of the VJP, shapes only): what remat controls.
+  _, vjp = jax.eval_shape(
+      lambda m, *rest: jax.vjp(lambda m: loss(m, *rest), m), *args)
+  saved = sum(int(np.prod(r.shape)) * r.dtype.itemsize
+              for r in jax.tree.leaves(vjp))
+  t = time.perf_counter()
+  m = jax.jit(jax.grad(loss)).lower(*args).compile().memory_analysis()
+  return {"temp": m.temp_size_in_bytes, "args": m.argument_size_in_bytes,
+          "saved": saved, "compile_s": time.perf_counter() - t}
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("--vision-depth", type=int, default=8)
@@ -121,12 +159,41 @@ def main(argv=None) -> int:
   p.add_argument("--layers", type=int, default=2)
   p.add_argument("--out", default=os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results.md"))
+  p.add_argument("--part", choices=("step", "vision"), default="step",
+                 help="step: the whole train step; vision: the gradient "
+                 "through the vision blocks after selection alone, with "
+                 "j = --select-at and j = 0")
   args = p.parse_args(argv)
   from bench.forward import append_result, machine
   from vselect_jax.host import train_batch as batch_lib
   cfg = model_config(args.vision_depth, args.layers)
   host = batch_lib.prepare_train_batch(cfg, packed_row(cfg))
   gib = 2.0 ** 30
+  if args.part == "vision":
+    for start in (args.select_at, 0):
+      for remat in (False, True):
+        m = vision_back_memory(cfg, host, start, remat)
+        n = args.vision_depth - start
+        print(f"{n} blocks after selection, remat {remat!s:>5}: saved "
+              f"{m['saved'] / gib:6.2f} GiB, temp {m['temp'] / gib:6.2f} GiB "
+              f"(compile {m['compile_s']:.0f} s)", flush=True)
+        append_result(
+            args.out,
+            "## In-tower training memory, vision part alone "
+            "(bench/intower_memory.py --part vision)",
+            "XLA memory_analysis() of the gradient to a per-patch soft "
+            "mask through the vision blocks after selection and the merger "
+            "alone (7B vision widths, bf16, 4 x 1024 patches in one row; "
+            "the last block of each quarter full attention, blockwise on "
+            "CPU). saved = the VJP's residuals (what the backward pass "
+            "keeps, before the compiler; frozen weights it reads "
+            "included); temp = XLA CPU's compiled scratch.\n",
+            "| date | machine | blocks after selection | remat | saved GiB "
+            "| temp GiB |",
+            f"| {datetime.date.today()} | {machine()} | {n} of "
+            f"{args.vision_depth} | {'on' if remat else 'off'} | "
+            f"{m['saved'] / gib:.2f} | {m['temp'] / gib:.2f} |")
+    return 0
   for select_at in (args.select_at, None):
     for remat in (False, True):
       m = step_memory(cfg, host, select_at, remat)
