@@ -327,3 +327,25 @@ def test_in_tower_remat_covers_the_blocks_after_selection_same_grads(jx):
   assert scale > 0
   for x, y in zip(a, b):  # recomputation may round differently in float32
     assert float(jnp.abs(y - x).max()) <= 1e-5 * scale
+
+
+def test_block_scorer_reads_the_next_blocks_normed_states(jx):
+  # Inside the tower the residual stream is not normalised (its scale
+  # grows with depth); a score quadratic in raw states saturates the soft
+  # top-k. Through block j's norm1 the score ignores that scale.
+  from vselect_jax.methods import tower_selector
+  from vselect_jax.methods.base import VISION_BLOCK, Context
+  u, dv = 8, jx.config.vision.hidden_size
+  units = jnp.asarray(np.random.default_rng(2).standard_normal(
+      (1, u, 4 * dv)), jnp.float32)
+  visual = jnp.ones((1, u), bool)
+
+  def scores(x):
+    ctx = Context(jx.module, {}, None, None, visual, visual,
+                  jnp.zeros((1, u), jnp.int32), None, None, {"block": 1},
+                  {VISION_BLOCK: (x, visual, jnp.arange(u)[None])})
+    return np.asarray(tower_selector._scores(ctx))
+
+  a, b = scores(units), scores(30.0 * units)
+  assert np.abs(a).max() > 0
+  np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())
