@@ -73,6 +73,15 @@ def test_budget_counts_text_tokens_by_default():
     np.testing.assert_array_equal(k_row, total, err_msg=str(budget))
     _, k_row = selection_budgets(arrays, budget, False, "visual")
     np.testing.assert_array_equal(k_row, visual, err_msg=str(budget))
+  # The eval records' kept count follows the same rule: 60 visual tokens
+  # (a 1 x 12 x 20 grid) in a 100-token prompt at 0.3 keep 30, not 18.
+  from vselect_jax.eval.runner import visual_token_counts
+  grids = np.array([[1, 12, 20]])
+  assert visual_token_counts(grids, 0.3, False, merge_unit=4,
+                             total=100) == (60, 30)
+  assert visual_token_counts(grids, 0.3, False, merge_unit=4) == (60, 18)
+  assert visual_token_counts(grids, 1.0, False, merge_unit=4,
+                             total=100) == (60, 60)
   m, opts = methods.validate("dynamic_qwen", 0.2)
   assert m.count(dict(opts)) == "total"
   assert m.count({"count_text": False}) == "visual"
