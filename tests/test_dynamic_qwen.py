@@ -213,40 +213,43 @@ def test_policy_forward_equals_dropping_the_tokens(model):
                              atol=1e-5, rtol=1e-5)
 
 
-def _train(model, steps, lr=2e-3):
-  parts = step_lib.Parts(scorer="image_score_predictor")
-  tx = optim.make_optimizer(lr, steps, warmup_ratio=0.0)
-  graphdef, state = step_lib.init_state(model.module, tx, parts)
-  fn = jax.jit(step_lib.make_train_step(
-      graphdef, tx, optim.reg_weight_schedule(100.0, 100.0, steps,
-                                              "constant_start"),
-      parts=parts, train_method="dynamic_qwen",
-      tau=lambda s: dynamic_qwen.gumbel_tau(s, steps), budget=0.2,
-      remat=False))
-  host = batch_lib.prepare_train_batch(model.config, packed_batch(3))
-  k = loop.rows_k(host, 0.2)
-  history = []
-  for _ in range(steps):
-    state, metrics = fn(state, host, k)
-    history.append({n: float(v) for n, v in metrics.items()})
-  return graphdef, state, history
-
-
 @pytest.fixture(scope="module")
-def trained(model):
-  return _train(model, 8)
+def trained(hf_dir, tmp_path_factory):
+  """8 steps of ``train.py``'s loop with the Dynamic-Qwen recipe
+  (``configs/dynamic_qwen_7b.recipe``): (workdir, final state, metrics of
+  every step)."""
+  import json
+
+  from configs.dynamic_qwen_7b import recipe
+  from tests.test_train_loop import _config
+  from tests.train_utils import FakeData
+  from vselect_jax.loading import load_model
+  c = recipe(_config(total=8, every=8, mesh={"data": -1, "fsdp": 1,
+                                                "tensor": 1}))
+  c.optim.lr = 5e-3   # the tiny config's
+  c.optim.warmup_ratio = 0.0
+  c.remat = False
+  c.log_every = 1
+  work = str(tmp_path_factory.mktemp("dq_train"))
+  out = loop.train(c, work, lambda c_, i, n: FakeData(3, i),
+                   model=load_model(hf_dir), progress=False)
+  with open(f"{work}/metrics.jsonl") as f:
+    history = [json.loads(line) for line in f]
+  return work, out["state"], history
 
 
 def test_training_moves_the_keep_ratio_to_the_target(trained):
-  graphdef, state, history = trained
+  _, state, history = trained
   assert {p[:2] for p, _ in state.trainable.flat_state()} == {
       ("model", "image_score_predictor")}
+  assert [h["step"] for h in history] == list(range(1, 9))
   keep = [h["kept_fraction"] for h in history]
   loss = [h["loss"] for h in history]
   # A fresh predictor keeps about half; the sparsity term pulls to 0.2.
   assert abs(keep[0] - 0.2) > 0.15, keep
   assert np.mean(np.abs(np.array(keep[-3:]) - 0.2)) < abs(keep[0] - 0.2), keep
   assert np.mean(loss[-3:]) < loss[0], loss
+  # Logged after each step: tau of the step's start, 0.1 ** (s / 8).
   np.testing.assert_allclose(
       [h["gumbel_tau"] for h in history],
       [0.1 ** (s / 8) for s in range(8)], rtol=1e-5)
@@ -260,9 +263,10 @@ def test_training_moves_the_keep_ratio_to_the_target(trained):
 
 def test_export_in_reference_keys_loads_back(trained, model, hf_dir,
                                              tmp_path):
-  graphdef, state, _ = trained
-  tensors = scorer_export.scorer_tensors(
-      state.trainable.to_pure_dict(), scorer="image_score_predictor")
+  # train.py's export: <workdir>/scorer.safetensors in the reference's keys.
+  work, state, _ = trained
+  src = f"{work}/scorer.safetensors"
+  tensors = scorer_export.load_scorer(src, "image_score_predictor")
   p = "model.image_score_predictor."
   want = {p + n for n in (
       "down_mlp.0.weight", "down_mlp.0.bias", "down_mlp.1.weight",
@@ -277,14 +281,21 @@ def test_export_in_reference_keys_loads_back(trained, model, hf_dir,
   assert tensors[p + "down_mlp.1.weight"].shape == (96, 96)   # torch [out, in]
   assert tensors[p + "transformer.0.attn.qkv.weight"].shape == (288, 96)
   assert tensors[p + "output_mlp.4.weight"].shape == (2, 24)
-  src = str(tmp_path / "scorer.safetensors")
-  scorer_export.write_tensors(tensors, src, "float32")
+  direct = scorer_export.scorer_tensors(state.trainable.to_pure_dict(),
+                                        scorer="image_score_predictor")
+  for name, value in direct.items():
+    np.testing.assert_array_equal(tensors[name], value, err_msg=name)
   merged = str(tmp_path / "merged")
   scorer_export.merge_into(src, hf_dir, merged, "float32",
                            scorer="image_score_predictor")
   loaded = vselect_jax.from_pretrained(merged)
+  graphdef, _, _ = step_lib.split_model(model.module, step_lib.Parts(
+      scorer="image_score_predictor"))
+  local = lambda tree: jax.tree.map(  # noqa: E731  (off the train mesh)
+      lambda x: jnp.asarray(np.asarray(x)), tree)
   trained_model = vselect_jax.VisionLanguageModel(
-      model.config, nnx.merge(graphdef, state.trainable, state.frozen))
+      model.config, nnx.merge(graphdef, local(state.trainable),
+                              local(state.frozen)))
   rng = np.random.default_rng(4)
   ids, pix = _prompt(rng)
   kw = dict(pixel_values=pix, image_grid_thw=[GRID], budget=0.3,
