@@ -337,3 +337,17 @@ def test_sharded_forward_equals_unsharded(model, hf_dir):
   kept = [int(vis[r][a.keep_index[r][a.keep_index[r] >= 0]].sum())
           for r in range(2)]
   assert kept == [6, 3]
+
+
+def test_configs_carry_the_reference_recipe():
+  from configs import dynamic_qwen_7b, dynamic_qwen_tiny, world
+  for c in (dynamic_qwen_7b.get_config(), dynamic_qwen_tiny.get_config(),
+            world.make_config("dynamic_qwen")):
+    assert c.train_method == "dynamic_qwen" and c.budget == 0.2
+    assert (c.reg.start, c.reg.end) == (100.0, 100.0)
+    assert dict(c.gumbel) == {"start": 1.0, "end": 0.1}
+  c = dynamic_qwen_7b.get_config()
+  assert (c.optim.lr, c.optim.warmup_ratio, c.optim.weight_decay) == (
+      2e-4, 0.03, 0.0)
+  with pytest.raises(ValueError, match="stage must be one of"):
+    world.make_config("dynamic")
