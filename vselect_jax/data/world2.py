@@ -144,7 +144,10 @@ def draw_scene(rng: np.random.Generator, kind: str,
   if w % CELL or h % CELL:
     raise ValueError(f"world2 image size {size} is not a multiple of {CELL}")
   bg = float(rng.integers(228, 246))
-  base = bg + rng.integers(-4, 5, (h, w, 3))
+  # A light texture in 4-px blocks: per-pixel noise would make each PNG
+  # ~300 KB and the world slow to write and read.
+  base = bg + rng.integers(-4, 5, (h // 4, w // 4, 3)).repeat(4, 0).repeat(
+      4, 1)
   img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
   d = ImageDraw.Draw(img)
   taken: list = []
