@@ -19,44 +19,9 @@ import pytest
 
 from configs import world as world_cfg
 from vselect_jax import world_demo
-from vselect_jax.eval import runner
+from vselect_jax.eval import relaxed_accuracy, runner
 
 MODEL = dict(hidden=64, layers=2, vision_depth=1, initializer_range=0.08)
-
-
-def _soft_mask_accuracy(model, config, test_jsonl, batches=4):
-  """Held-out answer accuracy through the training path (soft top-k mask
-  scaling the visual tokens, none dropped), teacher-forced: a sample counts
-  when every supervised token is the argmax."""
-  import jax.numpy as jnp
-  from vselect_jax.data import make_train_iterator_from_config
-  from vselect_jax.data.world import training_record
-  from tests.train_utils import relaxed_forward
-  from vselect_jax.host import train_batch as batch_lib
-  from vselect_jax.training.loop import rows_k
-  root = os.path.dirname(test_jsonl)
-  train_format = os.path.join(root, "test_as_training.jsonl")
-  with open(test_jsonl) as f, open(train_format, "w") as out:
-    for line in f:
-      r = json.loads(line)
-      out.write(json.dumps(training_record(
-          r["id"], r["image"], r["question"], r["answers"][0])) + "\n")
-  config.data.registry = {"world": {"annotation": train_format,
-                                    "root": root}}
-  data = make_train_iterator_from_config(config, 0, 1)
-  right = total = 0
-  for _ in range(batches):
-    host = batch_lib.prepare_train_batch(model.config, next(data))
-    logits, *_ = relaxed_forward(model.module, host,
-                                 rows_k(host, config.budget))
-    pred = np.asarray(logits[:, :-1].argmax(-1))
-    target, seg = host["labels"][:, 1:], host["segment_ids"][:, 1:]
-    for r in range(pred.shape[0]):
-      for s in set(seg[r][target[r] != -100].tolist()):
-        sup = (seg[r] == s) & (target[r] != -100)
-        right += bool((pred[r][sup] == target[r][sup]).all())
-        total += 1
-  return right / total
 
 
 def _config(stage, assets, steps):
@@ -92,10 +57,14 @@ def test_two_stages_selector_beats_random(tmp_path):
   full = accuracy(1.0, "random")
   learned = accuracy(0.2, "selector")
   rand = accuracy(0.2, "random")
-  soft = _soft_mask_accuracy(model, stage2, test)
-  print(json.dumps(dict(full=full, selector=learned, random=rand, soft=soft)))
+  tf = relaxed_accuracy.teacher_forced(model, relaxed_accuracy.held_out_rows(
+      stage2, test, str(tmp_path / "held_out")), 0.2)
+  soft = tf["soft"]
+  print(json.dumps(dict(full=full, selector=learned, random=rand, **tf)))
   assert full >= 0.85, "stage 1 did not learn the world"  # chance: 0.25
   assert learned >= rand + 0.2, (learned, rand)
   # What training optimised (soft) is what inference gets (hard): a scorer
   # whose hard top-k disagreed with its soft mask would sit near random.
   assert abs(soft - learned) <= 0.15, (soft, learned)
+  # The same on identical packed rows, teacher-forced on both paths.
+  assert tf["samples"] == 60 and abs(soft - tf["hard"]) <= 0.15, tf
