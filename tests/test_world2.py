@@ -108,3 +108,20 @@ def test_bad_input_is_named():
     world2.draw_scene(rng, "shape", (448, 448))
   with pytest.raises(ValueError, match="multiple of 28"):
     world2.draw_scene(rng, "color", (450, 448))
+
+
+def test_demo_tables_per_kind(tmp_path):
+  from vselect_jax import world2_demo
+  cell = tmp_path / "selector_0.2"
+  cell.mkdir()
+  (cell / "summary.json").write_text(json.dumps({
+      "metrics": {"accuracy": 0.5},
+      "details": {"accuracy_by_category": {"busy": 0.25, "color": 0.75}}}))
+  got = world2_demo.per_kind(str(cell))
+  assert got == {"all": 0.5, "busy": 0.25, "color": 0.75}
+  md = world2_demo._markdown(
+      {"sweep": {"selector": {"0.2": got}},
+       "anneal": {"scale, budget 0.2, linear": [
+           {"step": 50, "soft": 1.0, "hard": 0.5}]}}, 400)
+  assert "### busy" in md and "| selector | 0.250 |" in md
+  assert "50: 1.000/0.500" in md
