@@ -5,6 +5,9 @@
   # stage 2: freeze it (converted from runs/world_backbone/hf), train the scorer
   python train.py --config configs/world.py:selector --workdir runs/world_selector \
       --config.model_path=runs/world_backbone/hf
+  # the Dynamic-Qwen baseline on the same frozen backbone
+  python train.py --config configs/world.py:dynamic_qwen --workdir runs/world_dq \
+      --config.model_path=runs/world_backbone/hf
 
 ``python -m vselect_jax.world_demo`` (``make demo``) runs both, then the
 sweep. The configs only name their assets (a random-init model with the
@@ -68,12 +71,15 @@ def build_assets(cache: str = CACHE, num_train: int = TRAIN,
           "test": world["test"]}
 
 
+STAGES = ("backbone", "selector", "dynamic_qwen")
+
+
 def make_config(stage: str, cache: str = CACHE, model=None):
   """The stage's config over the assets in ``cache`` (built with
   ``build_assets(cache, model=model, ...)``; tests use a smaller world and
   model)."""
-  if stage not in ("backbone", "selector"):
-    raise ValueError(f"stage must be 'backbone' or 'selector', got {stage!r}")
+  if stage not in STAGES:
+    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
   assets = asset_paths(cache, model)
   c = base_config()
   c.model_path = assets["model"]
@@ -107,6 +113,15 @@ def make_config(stage: str, cache: str = CACHE, model=None):
   else:
     c.total_steps = 300
     c.budget = 0.2
+  if stage == "dynamic_qwen":
+    # The reference's Dynamic-Qwen recipe (lr 2e-4, 100 x (keep - 0.2)^2,
+    # tau 1.0 -> 0.1) at layer 2 of the world's 3-layer LLM; the lr is the
+    # world's (2e-3, as the scorer's) and the run shorter: the predictor
+    # only has to find the one coloured circle.
+    from configs.dynamic_qwen_7b import recipe
+    recipe(c)
+    c.optim.lr = 2e-3
+    c.total_steps = 150
   return c
 
 

@@ -192,6 +192,13 @@ def test_training_writes_metrics_and_exports_into_a_bucket(
   with paths.local_copy(paths.join(hf, "model.safetensors")) as f:
     names = {n for n, _, _ in iter_tensors(f)}
   assert names == set(hf_export.hf_tensors(params, model.config, "float32"))
+  # A backbone export (include_scorer=False) leaves out every selection
+  # module: the post-tower scorer and Dynamic-Qwen's predictor.
+  backbone = set(hf_export.hf_tensors(params, model.config, "float32",
+                                      include_scorer=False))
+  for module in ("visual.importance_scorer.", "model.image_score_predictor."):
+    assert any(n.startswith(module) for n in names), module
+    assert not any(n.startswith(module) for n in backbone), module
 
 
 def test_convert_to_a_bucket_and_read_it_back(bucket, tmp_path_factory):

@@ -45,6 +45,9 @@ class Selection:
   path, which drops nothing. ``vision_size`` (static, IN_VISION methods at
   inference): the merge units kept per row inside the vision tower, padded
   (a multiple of a window's units, at most the row's unit slots).
+  ``relax_args``: traced inputs of a method's relaxation (training only;
+  Dynamic-Qwen: a PRNG key, the Gumbel temperature and the keep target),
+  given to the method as ``Context.extras["relax_args"]``.
   """
   method: str
   k_token: jax.Array
@@ -53,6 +56,7 @@ class Selection:
   per_image: bool = False
   options: tuple = ()
   vision_size: int | None = None
+  relax_args: dict | None = None
 
 
 @dataclasses.dataclass
@@ -163,7 +167,10 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
     batch: device arrays; ``pixel_values`` absent for text-only batches.
     selection: None (every token), or what to keep.
     relaxed: the training path: nothing dropped, visual tokens scaled by
-      the method's soft mask (the method must have ``relax``).
+      the method's soft mask (the method must have ``relax``). For an
+      in-LLM method, layers [0, K) run on every token, the method's
+      relaxation reads layer K's input, and layers [K, L) run under its
+      keep policy (the policy-masked softmax; see ``soft_mask``).
     remat: rematerialise LLM layers in the backward pass.
     vision_grad: let gradients into the vision tower and merger (and the
       learned scorer's input); off, the tower is frozen.
@@ -173,7 +180,11 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
       the visual tokens by m (the reference); "attn_bias" adds log(m) to
       the attention logits of every key of the token in every LLM layer
       (m -> 0 is dropping, m = 1 keeping; see ``forward_in_vision`` for
-      the vision tower).
+      the vision tower). For in-LLM methods "scale" is the reference's
+      policy-masked softmax (``modeling/policy_attention``) and
+      "attn_bias" the log(m) key bias in layers [K, L) (the same forward
+      up to the self-attention of dropped tokens and eps, but no gradient
+      reaches a dropped token's decision).
 
   Returns:
     ``Output``.
@@ -199,6 +210,8 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
   x, tokens, visual, last = embed_inputs(model, batch, last_block=last_block,
                                          vision_grad=vision_grad)
   extras = {VISION_LAST_BLOCK: last} if last is not None else {}
+  if selection is not None and selection.relax_args is not None:
+    extras["relax_args"] = dict(selection.relax_args)
 
   if method is None:
     hidden, kv = text.run(x, pos, seg, remat=remat)
@@ -212,6 +225,8 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
   if relaxed:
     if method.relax is None:
       raise ValueError(f"method {method.name!r} has no relaxation to train")
+    if method.stage == IN_LLM and has_vision:
+      return _relaxed_in_llm(text, method, ctx, pos, seg, remat, soft_mask)
     r = method.relax(ctx)
     if soft_mask == "scale":
       scaled = (tokens.astype(jnp.float32) * r.soft[..., None]
@@ -253,3 +268,20 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
     view = (method.view(ctx, choice) if has_vision and method.view
             else scores)
   return Output(hidden, stages, keep, scores, view)
+
+
+def _relaxed_in_llm(text, method, ctx: Context, pos, seg, remat: bool,
+                    soft_mask: str) -> Output:
+  """The training path of an in-LLM method: layers [0, K) on every token,
+  the relaxation at layer K's input, layers [K, L) under its keep policy
+  (1 on every non-visual token)."""
+  layer = method.layer(ctx.model)
+  x, kv0 = text.run(ctx.x, pos, seg, layers=(0, layer), final_norm=False,
+                    remat=remat)
+  r = method.relax(dataclasses.replace(ctx, x=x))
+  policy = jnp.where(ctx.visual, r.soft, 1.0)
+  rest = {"key_policy": policy} if soft_mask == "scale" else {
+      "key_bias": jnp.where(ctx.visual, soft_log(r.soft), 0.0)}
+  hidden, kv1 = text.run(x, pos, seg, layers=(layer, len(text.layers)),
+                         remat=remat, **rest)
+  return Output(hidden, [(kv0, seg), (kv1, seg)], relaxed=r)

@@ -41,6 +41,9 @@ SCORER_PATH = ("visual", "importance_scorer")
 # The in-tower scorer (method "tower_selector"); no released checkpoint has
 # it, so it is optional like the LIS and freshly initialised when absent.
 BLOCK_SCORER_PATH = ("visual", "block_scorer")
+# Dynamic-Qwen's image predictor (method "dynamic_qwen"): only a trained
+# Dynamic-Qwen checkpoint has it; fresh when absent, like the in-tower one.
+PREDICTOR_PATH = ("model", "image_score_predictor")
 
 
 def resolve_dtype(dtype) -> jnp.dtype:
@@ -103,6 +106,12 @@ def one_device_mesh() -> Mesh:
 
 def _fresh_scorer(cfg: ModelConfig, dtype, seed: int,
                   where: tuple = SCORER_PATH) -> dict[tuple, np.ndarray]:
+  if where == PREDICTOR_PATH:
+    from vselect_jax.selector.predictor import VisionPredictor
+    fresh = VisionPredictor(cfg.text.hidden_size, dtype=dtype,
+                            rngs=nnx.Rngs(seed))
+    return {where + tuple(p): np.asarray(v.get_value())
+            for p, v in nnx.state(fresh, nnx.Param).flat_state()}
   dim = (cfg.text.hidden_size if where == SCORER_PATH else
          cfg.vision.hidden_size * cfg.vision.merge_unit)
   fresh = ImportanceScorer(dim, dtype=dtype, rngs=nnx.Rngs(seed))
@@ -146,12 +155,15 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
   scorer = {p for p in target if p[:len(SCORER_PATH)] == SCORER_PATH}
   block_scorer = {p for p in target
                   if p[:len(BLOCK_SCORER_PATH)] == BLOCK_SCORER_PATH}
+  predictor = {p for p in target
+               if p[:len(PREDICTOR_PATH)] == PREDICTOR_PATH}
   if converted.is_converted(path):
     marker = converted.read_marker(path)
     wanted = {p: t for p, t in target.items()
               if (marker.get("has_scorer", True) or p not in scorer) and
               (marker.get("has_block_scorer", False) or
-               p not in block_scorer)}
+               p not in block_scorer) and
+              (marker.get("has_predictor", False) or p not in predictor)}
     arrays = converted.load_params(path, {
         p: jax.ShapeDtypeStruct(shape, jdtype, sharding=s)
         for p, (shape, s) in wanted.items()})
@@ -163,7 +175,8 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
           "converted directory (local or gs://)")
     plan = plan_hf_params(path, {p: t[0] for p, t in target.items()},
                           optional_prefixes=(SCORER_PATH,
-                                             BLOCK_SCORER_PATH),
+                                             BLOCK_SCORER_PATH,
+                                             PREDICTOR_PATH),
                           tied_embeddings=cfg.text.tie_word_embeddings)
     items = plan.items()
     if progress:
@@ -187,6 +200,13 @@ def load_model(path: str, dtype="float32", *, mesh: Mesh | None = None,
              " initialised fresh (seed %d)", path, seed)
     for p, value in _fresh_scorer(cfg, jdtype, seed,
                                   BLOCK_SCORER_PATH).items():
+      arrays[p] = jax.device_put(value.astype(jdtype), target[p][1])
+  if predictor - set(arrays):  # expected: only Dynamic-Qwen training has it
+    log.info("vselect_jax: %s has no Dynamic-Qwen predictor "
+             "(model.image_score_predictor.*); initialised fresh (seed %d)",
+             path, seed)
+    for p, value in _fresh_scorer(cfg, jdtype, seed,
+                                  PREDICTOR_PATH).items():
       arrays[p] = jax.device_put(value.astype(jdtype), target[p][1])
   leaves = [(tuple(p), v.replace(arrays[tuple(p)]))
             for p, v in abs_state.flat_state()]

@@ -3,7 +3,10 @@
 Stage 1 trains a small Qwen2.5-VL-architecture model from scratch on the
 world with every visual token (``configs/world.py:backbone``) and writes it
 as an HF checkpoint; stage 2 freezes it and trains the scorer at budget 0.2
-with the reference recipe (``configs/world.py:selector``); then every method
+with the reference recipe (``configs/world.py:selector``); stage 3 trains
+the Dynamic-Qwen baseline's image predictor on the same frozen backbone
+(``configs/world.py:dynamic_qwen``; layer 2 of the 3-layer LLM); then every
+method
 is swept over budgets on the held-out split (``eval.py sweep``) and a few
 selections are drawn. Stages are cached in the workdir: a second run starts
 where the first stopped.
@@ -19,13 +22,14 @@ whether the machinery learns, not what the paper's models score.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import time
 
 METHODS = ("selector", "random", "uniform", "divprune", "visionzip", "fastv",
-           "dart", "prumerge", "holov")
+           "dart", "prumerge", "holov", "dynamic_qwen")
 BUDGETS = (1.0, 0.3, 0.2, 0.1, 0.05)
 
 
@@ -60,17 +64,36 @@ def selector(out: str, backbone_dir: str, config):
   return with_scorer(backbone_dir, scorer_file)  # <out>/hf
 
 
-def with_scorer(backbone_dir: str, scorer_file: str):
+def with_scorer(backbone_dir: str, scorer_file: str,
+                scorer: str = "importance_scorer"):
   """The backbone with the trained scorer, through the export path users
   take: ``scorer.safetensors`` merged into the HF checkpoint
   (``checkpoint.scorer_export``, behind ``conversion.export_scorer``), then
-  loaded like any VisionSelector."""
+  loaded like any VisionSelector. ``scorer``: which part the file holds."""
   import vselect_jax
   from vselect_jax.checkpoint import scorer_export
   merged = os.path.join(os.path.dirname(scorer_file), "hf")
   if not os.path.exists(os.path.join(merged, "config.json")):
-    scorer_export.merge_into(scorer_file, backbone_dir, merged, "float32")
+    scorer_export.merge_into(scorer_file, backbone_dir, merged, "float32",
+                             scorer=scorer)
   return vselect_jax.from_pretrained(merged)
+
+
+def dynamic_qwen(out: str, backbone_dir: str, base_dir: str, config):
+  """Stage 3, cached in ``out``: trains Dynamic-Qwen's image predictor
+  (``config``: ``configs/world.py:dynamic_qwen``) on the frozen
+  ``backbone_dir``; returns ``base_dir`` (the backbone with the trained
+  scorer) with the predictor merged in, so one model runs every method."""
+  from vselect_jax.training import loop
+  predictor_file = os.path.join(out, "scorer.safetensors")
+  if os.path.exists(predictor_file):
+    print(f"stage 3: cached Dynamic-Qwen predictor {predictor_file}")
+  else:
+    print(f"stage 3: training the Dynamic-Qwen predictor ({out}) on the "
+          "frozen backbone")
+    config.model_path = backbone_dir
+    loop.train(config, out, progress=True)
+  return with_scorer(base_dir, predictor_file, "image_score_predictor")
 
 
 def main(argv=None) -> int:
@@ -81,6 +104,9 @@ def main(argv=None) -> int:
   p.add_argument("--ablations", action="store_true")
   p.add_argument("--backbone-steps", type=int, default=None)
   p.add_argument("--selector-steps", type=int, default=None)
+  p.add_argument("--dynamic-qwen-steps", type=int, default=None)
+  p.add_argument("--methods", nargs="+", default=list(METHODS),
+                 help="methods of the main sweep (default: all)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   from transformers import AutoTokenizer
@@ -107,10 +133,27 @@ def main(argv=None) -> int:
     if reg is not None:
       c.reg.start, c.reg.end = reg
     model = selector(os.path.join(args.workdir, name), hf, c)
-    methods = METHODS if reg is None else ("selector",)
+    if reg is None and "dynamic_qwen" in args.methods:
+      d = world_cfg.make_config("dynamic_qwen", _assets(args.workdir))
+      d.total_steps = args.dynamic_qwen_steps or d.total_steps
+      model = dynamic_qwen(os.path.join(args.workdir, "dynamic_qwen"), hf,
+                           os.path.join(args.workdir, name, "hf"), d)
+    methods = tuple(args.methods) if reg is None else ("selector",)
     out = os.path.join(args.workdir, "sweep" if reg is None else name)
     rows = sweep.run_sweep(model, tok, "world", assets["test"], methods,
                            BUDGETS, out, settings, progress=False)
+    if reg is None and "dynamic_qwen" in methods:
+      # Dynamic-Qwen's own k counts the prompt's text too (~60 text tokens
+      # to ~46 visual here, so it keeps about 2.3 r of the image); with
+      # count_text=False its k is the other methods'.
+      visual_k = dataclasses.replace(settings,
+                                     options=(("count_text", False),))
+      extra = sweep.run_sweep(model, tok, "world", assets["test"],
+                              ("dynamic_qwen",), BUDGETS,
+                              out + "_dynamic_qwen_visual_k", visual_k,
+                              progress=False)
+      rows += [dict(r, method="dynamic_qwen(count_text=False)")
+               for r in extra]
     tables[label] = rows
     if reg is None:
       runner.run_one(model, tok, "world", assets["test"], 0.2, "selector",

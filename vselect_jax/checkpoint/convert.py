@@ -46,19 +46,22 @@ def _convert(src: str, dst: str, jdtype, progress: bool, source: str) -> dict:
   from vselect_jax.checkpoint import converted as model_io
   from vselect_jax.checkpoint.hf_reader import read_hf_params
   from vselect_jax.config import read_model_config
-  from vselect_jax.loading import (BLOCK_SCORER_PATH, SCORER_PATH,
-                                   abstract_model, expected_shapes)
+  from vselect_jax.loading import (BLOCK_SCORER_PATH, PREDICTOR_PATH,
+                                   SCORER_PATH, abstract_model,
+                                   expected_shapes)
 
   cfg = read_model_config(src)
   _, abs_state = abstract_model(cfg, jdtype)
   expected = expected_shapes(abs_state)
   params = read_hf_params(
       src, expected, np.dtype(jdtype),
-      optional_prefixes=(SCORER_PATH, BLOCK_SCORER_PATH),
+      optional_prefixes=(SCORER_PATH, BLOCK_SCORER_PATH, PREDICTOR_PATH),
       tied_embeddings=cfg.text.tie_word_embeddings, progress=progress)
   has_scorer = any(p[:len(SCORER_PATH)] == SCORER_PATH for p in params)
   has_block_scorer = any(p[:len(BLOCK_SCORER_PATH)] == BLOCK_SCORER_PATH
                          for p in params)
+  has_predictor = any(p[:len(PREDICTOR_PATH)] == PREDICTOR_PATH
+                      for p in params)
 
   with paths.staged_dir(dst, last=(model_io.MARKER,),
                         prefix=".convert-") as stage:
@@ -71,7 +74,8 @@ def _convert(src: str, dst: str, jdtype, progress: bool, source: str) -> dict:
         copied.append(name)
     model_io.write_marker(stage, dtype=str(np.dtype(jdtype)),
                           has_scorer=has_scorer,
-                          has_block_scorer=has_block_scorer, source=source)
+                          has_block_scorer=has_block_scorer,
+                          has_predictor=has_predictor, source=source)
   n = sum(int(np.prod(v.shape)) for v in params.values())
   return {"dst": dst, "tensors": len(params), "parameters": n,
           "has_scorer": has_scorer, "copied": copied}

@@ -36,6 +36,12 @@ def flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
   return out
 
 
+# The trained selection modules (post-tower scorer, in-tower scorer,
+# Dynamic-Qwen's predictor): a backbone export leaves them out.
+_SCORERS = frozenset({"importance_scorer", "block_scorer",
+                      "image_score_predictor"})
+
+
 def hf_tensors(params: dict, cfg: VLMConfig, dtype: str = "bfloat16",
                include_scorer: bool = True) -> dict[str, np.ndarray]:
   """HF-named torch-layout tensors of a full parameter tree."""
@@ -46,7 +52,7 @@ def hf_tensors(params: dict, cfg: VLMConfig, dtype: str = "bfloat16",
   for path, value in flatten(params).items():
     path = tuple(int(p) if isinstance(p, str) and p.isdigit() else p
                  for p in path)
-    if "importance_scorer" in path and not include_scorer:
+    if not include_scorer and _SCORERS.intersection(path):
       continue
     key = key_map.path_to_hf_key(path)
     shape = conv if key == "visual.patch_embed.proj.weight" else None
@@ -66,7 +72,8 @@ def export_hf(params: dict, cfg: VLMConfig, src: str, dst: str,
     params: the model's pure parameter tree (``nnx.State.to_pure_dict``).
     cfg: its config.
     src: directory holding the HF ``config.json`` and tokenizer files.
-    include_scorer: also write ``visual.importance_scorer.*``.
+    include_scorer: also write the selection modules (``visual.importance_scorer.*``,
+      ``visual.block_scorer.*``, ``model.image_score_predictor.*``).
   """
   with paths.staged_dir(dst, last=("config.json",),
                         prefix=".export-") as tmp:

@@ -8,6 +8,7 @@ Module paths mirror HF, so the mapping is a few rename rules:
 | ``model.language_model.X`` / ``model.X``   | ``model/X``                         |
 | ``lm_head.weight``                         | ``lm_head/kernel``                  |
 | ``...merger.mlp.{0,2}``                    | ``.../merger/mlp_{0,2}``            |
+| ``...{down,output}_mlp.<i>`` (predictor)   | ``.../{down,output}_mlp_<i>``       |
 | ``X.weight`` of a Linear ([out, in])       | ``X/kernel`` ([in, out], transposed)|
 | ``visual.patch_embed.proj.weight`` (Conv3d)| ``.../proj/kernel`` = W.reshape(out, -1).T |
 | ``X.weight`` of a norm / embedding         | ``X/weight`` (unchanged)            |
@@ -38,6 +39,7 @@ def normalize_hf_key(key: str) -> str:
 def hf_key_to_path(key: str) -> tuple[Path, str]:
   """Returns (module path, HF leaf name) for a hub-layout key."""
   key = re.sub(r"merger\.mlp\.(\d+)\.", r"merger.mlp_\1.", key)
+  key = re.sub(r"(down_mlp|output_mlp)\.(\d+)\.", r"\1_\2.", key)
   parts = key.split(".")
   module = tuple(int(p) if p.isdigit() else p for p in parts[:-1])
   return module, parts[-1]
@@ -48,6 +50,7 @@ def path_to_hf_key(path: Path) -> str:
   *module, leaf = path
   name = ".".join(str(p) for p in module)
   name = re.sub(r"merger\.mlp_(\d+)", r"merger.mlp.\1", name)
+  name = re.sub(r"(down_mlp|output_mlp)_(\d+)", r"\1.\2", name)
   return f"{name}.{'weight' if leaf == 'kernel' else leaf}"
 
 

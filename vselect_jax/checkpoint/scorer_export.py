@@ -20,6 +20,14 @@ the in-tower scorer (``train.py --config.select_at=j``): the tensors
 (Dv the vision width; input = a merge unit's 4 patch states concatenated),
 in the shard ``model-visionselector-block-scorer.safetensors``. A
 ``scorer.safetensors`` holding either set is recognised by its names.
+
+``scorer="image_score_predictor"`` is Dynamic-Qwen's image predictor
+(``train.py`` with ``train_method="dynamic_qwen"``), in the reference's
+state-dict layout: ``model.image_score_predictor.{down_mlp.{0,1},
+transformer.<i>.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2},
+output_mlp.{0,2,4}}.{weight,bias}`` (Linear weights torch [out, in]; the
+names are ``checkpoint.key_map``'s rules), in the shard
+``model-dynamic-qwen-predictor.safetensors``.
 """
 from __future__ import annotations
 
@@ -43,7 +51,12 @@ SCORER_FILE = "model-visionselector-scorer.safetensors"
 # scorer module name -> (HF prefix, shard name in a merged checkpoint)
 SCORERS = {"importance_scorer": (PREFIX, SCORER_FILE),
            "block_scorer": ("visual.block_scorer.",
-                            "model-visionselector-block-scorer.safetensors")}
+                            "model-visionselector-block-scorer.safetensors"),
+           "image_score_predictor": (
+               "model.image_score_predictor.",
+               "model-dynamic-qwen-predictor.safetensors")}
+PREDICTOR = "image_score_predictor"
+_PREDICTOR_PATH = ("model", PREDICTOR)
 BASE_SHARD = "model-base.safetensors"
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16),
            "float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
@@ -80,8 +93,11 @@ def load_scorer(src: str, scorer: str = "importance_scorer"
     tensors = {n[len("model."):] if n.startswith("model." + PREFIX) else n:
                np.asarray(load(), np.float32)
                for n, _, load in iter_tensors(src)}
-    want = {f"{prefix}{p}.{w}" for p in ("k_proj", "q_proj")
-            for w in ("weight", "bias")}
+    if scorer == PREDICTOR:  # the full set is checked against a base config
+      want = {n for n in tensors if n.startswith(prefix)} or {prefix + "*"}
+    else:
+      want = {f"{prefix}{p}.{w}" for p in ("k_proj", "q_proj")
+              for w in ("weight", "bias")}
     if set(tensors) != want:
       raise KeyError(f"{src}: expected the scorer tensors {sorted(want)}, "
                      f"found {sorted(tensors)}")
@@ -113,6 +129,8 @@ def scorer_tensors(tree: dict, where: str = "the tree", *,
   found = _find_scorer(tree, scorer)
   if found is None:
     raise KeyError(f"{where}: the checkpoint holds no {scorer}")
+  if scorer == PREDICTOR:
+    return _predictor_tensors(found)
   out = {}
   for proj in ("k_proj", "q_proj"):
     if proj not in found or not {"kernel", "bias"} <= set(found[proj]):
@@ -120,6 +138,18 @@ def scorer_tensors(tree: dict, where: str = "the tree", *,
     out[f"{prefix}{proj}.weight"] = np.asarray(
         found[proj]["kernel"], np.float32).T
     out[f"{prefix}{proj}.bias"] = np.asarray(found[proj]["bias"], np.float32)
+  return out
+
+
+def _predictor_tensors(found: dict) -> dict[str, np.ndarray]:
+  """The predictor subtree by ``key_map``'s rules (kernels transposed)."""
+  from vselect_jax.checkpoint import hf_export, key_map
+  out = {}
+  for path, value in hf_export.flatten(found).items():
+    path = _PREDICTOR_PATH + tuple(
+        int(p) if isinstance(p, str) and p.isdigit() else p for p in path)
+    out[key_map.path_to_hf_key(path)] = np.ascontiguousarray(
+        key_map.to_hf(np.asarray(value, np.float32), path, None))
   return out
 
 
@@ -137,7 +167,8 @@ def spelled(tensors: dict[str, np.ndarray], family: str
     raise ValueError(f"unknown model family {family!r}; known: "
                      f"{sorted(FAMILY_PREFIX)}")
   root = FAMILY_PREFIX[family][:-len(PREFIX)] + "visual."
-  return {root + k[len("visual."):]: v for k, v in tensors.items()}
+  return {root + k[len("visual."):] if k.startswith("visual.") else k: v
+          for k, v in tensors.items()}
 
 
 def source_family(src: str) -> str:
@@ -195,6 +226,18 @@ def expected_scorer_shapes(base: str, scorer: str = "importance_scorer"
   from vselect_jax.selector.scorer import ImportanceScorer
   cfg = read_model_config(base)
   prefix = SCORERS[_check_name(scorer)][0]
+  if scorer == PREDICTOR:
+    from vselect_jax.checkpoint import key_map
+    from vselect_jax.selector.predictor import VisionPredictor
+    if cfg.family != "qwen2_5_vl":
+      raise ValueError(f"{base}: the Dynamic-Qwen predictor is built for "
+                       f"Qwen2.5-VL, not {cfg.family}")
+    abstract = nnx.eval_shape(lambda: VisionPredictor(cfg.text.hidden_size,
+                                                      rngs=nnx.Rngs(0)))
+    return {key_map.path_to_hf_key(_PREDICTOR_PATH + tuple(path)):
+            tuple(var.get_value().shape)[::-1] if path[-1] == "kernel"
+            else tuple(var.get_value().shape)
+            for path, var in nnx.state(abstract, nnx.Param).flat_state()}
   # The model builds the LIS at the LLM width and the in-tower scorer at
   # 4 x the vision width (modeling/vlm.py).
   dim = (cfg.text.hidden_size if scorer == "importance_scorer" else
@@ -214,13 +257,16 @@ def check_scorer_shapes(tensors: dict[str, np.ndarray], base: str,
   """Raises ``ValueError`` naming every scorer tensor whose shape does not
   fit the base checkpoint's config."""
   want = expected_scorer_shapes(base, scorer)
-  prefix = SCORERS[scorer][0]
-  bad = [f"{k}: expected {want[k]}, got {tuple(v.shape)}"
-         for k, v in sorted(tensors.items()) if tuple(v.shape) != want.get(k)]
+  bad = [f"{k}: expected {want.get(k, 'no such tensor')}, got "
+         f"{tuple(v.shape)}" for k, v in sorted(tensors.items())
+         if tuple(v.shape) != want.get(k)]
+  bad += [f"{k}: missing" for k in sorted(set(want) - set(tensors))]
   if bad:
+    width = next(v for k, v in sorted(want.items())
+                 if k.endswith(("q_proj.weight", "down_mlp.1.weight")))[1]
     raise ValueError(
-        f"the scorer does not fit {base} (input width "
-        f"{want[prefix + 'q_proj.weight'][1]}): " + "; ".join(bad))
+        f"the {scorer} does not fit {base} (input width {width}): " +
+        "; ".join(bad))
 
 
 def merge_into(src: str, base: str, dst: str, dtype: str = "bfloat16", *,

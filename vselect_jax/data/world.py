@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -49,7 +50,7 @@ NUMBERS = ("one", "two", "three", "four")
 POST = "\nAnswer the question using a single word or phrase."
 
 
-def _draw(d: ImageDraw.ImageDraw, shape: str, box, color) -> None:
+def draw_shape(d: ImageDraw.ImageDraw, shape: str, box, color) -> None:
   x0, y0, x1, y1 = box
   if shape == "circle":
     d.ellipse(box, fill=color)
@@ -59,7 +60,7 @@ def _draw(d: ImageDraw.ImageDraw, shape: str, box, color) -> None:
     d.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=color)
 
 
-def _place(rng, size, s: int, taken: list) -> tuple[int, int, int, int]:
+def place_box(rng, size, s: int, taken: list) -> tuple[int, int, int, int]:
   """A box of side ``s`` not overlapping ``taken`` (best effort)."""
   w, h = size
   for _ in range(50):
@@ -98,7 +99,7 @@ def make_world_sample(rng: np.random.Generator, kind: str,
   busy = 0
   if kind in ("color", "busy"):
     answer = list(COLORS)[rng.integers(len(COLORS))]
-    targets.append(_place(rng, size, side(), taken))
+    targets.append(place_box(rng, size, side(), taken))
     evidence.append(("circle", targets[0], COLORS[answer]))
     question = "What color is the circle?"
     distract = ("square", "triangle")
@@ -106,13 +107,13 @@ def make_world_sample(rng: np.random.Generator, kind: str,
   elif kind == "shape":
     answer = SHAPES[rng.integers(len(SHAPES))]
     color = list(COLORS)[rng.integers(len(COLORS))]
-    targets.append(_place(rng, size, side(), taken))
+    targets.append(place_box(rng, size, side(), taken))
     evidence.append((answer, targets[0], COLORS[color]))
     question = "What shape is the colored object?"
     distract = SHAPES
   elif kind == "higher":
     answer = ("red", "blue")[rng.integers(2)]
-    a, b = _place(rng, size, 22, taken), _place(rng, size, 22, taken)
+    a, b = place_box(rng, size, 22, taken), place_box(rng, size, 22, taken)
     if a[1] == b[1]:
       b = (b[0], min(h - 23, b[1] + 12), b[2], min(h - 1, b[3] + 12))
     hi, lo = (a, b) if a[1] < b[1] else (b, a)
@@ -126,19 +127,19 @@ def make_world_sample(rng: np.random.Generator, kind: str,
     n = int(rng.integers(1, 5))
     answer = NUMBERS[n - 1]
     for _ in range(n):
-      targets.append(_place(rng, size, 20, taken))
+      targets.append(place_box(rng, size, 20, taken))
       evidence.append(("circle", targets[-1], COLORS["red"]))
     question = "How many red dots are there?"
     distract = ("circle",)
   for _ in range(busy):
     hue = DISTRACTOR_COLORS[rng.integers(len(DISTRACTOR_COLORS))]
-    _draw(d, distract[rng.integers(len(distract))],
-          _place(rng, size, side(), taken), hue)
+    draw_shape(d, distract[rng.integers(len(distract))],
+               place_box(rng, size, side(), taken), hue)
   for _ in range(int(rng.integers(2, 6)) - busy // 2):
-    _draw(d, distract[rng.integers(len(distract))],
-          _place(rng, size, side(), taken), _grey(rng))
+    draw_shape(d, distract[rng.integers(len(distract))],
+               place_box(rng, size, side(), taken), _grey(rng))
   for shape, box, color in evidence:
-    _draw(d, shape, box, color)
+    draw_shape(d, shape, box, color)
   box = (min(t[0] for t in targets), min(t[1] for t in targets),
          max(t[2] for t in targets), max(t[3] for t in targets))
   return img, question, answer, box
@@ -155,14 +156,16 @@ def training_record(rid: str, image: str, question: str,
       {"from": "gpt", "value": answer}]}
 
 
-def _manifest(seed, num_train, num_test, sizes, kinds) -> dict:
-  return {"format_version": FORMAT_VERSION, "seed": seed,
+def _manifest(seed, num_train, num_test, sizes, kinds, sample) -> dict:
+  version = sys.modules[sample.__module__].FORMAT_VERSION
+  return {"generator": f"{sample.__module__}.{sample.__qualname__}",
+          "format_version": version, "seed": seed,
           "num_train": num_train, "num_test": num_test,
           "sizes": [list(s) for s in sizes], "kinds": list(kinds)}
 
 
 def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
-                sizes=SIZES, kinds=KINDS) -> dict:
+                sizes=SIZES, kinds=KINDS, sample=None) -> dict:
   """Writes the world (skipped when ``world.json`` says it is already
   there with these settings).
 
@@ -170,11 +173,16 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
   id, image, conversations); ``test.jsonl`` (evaluation schema: id, image,
   question, answers, category = kind, target_box).
 
+  ``sample(rng, kind, size) -> (image, question, answer, box)`` draws one
+  record (default ``make_world_sample``; ``data.world2`` passes its own);
+  its module's ``FORMAT_VERSION`` is part of the cache key.
+
   Returns:
     ``{"train": {"annotation": path, "root": out_dir}, "test": path}``.
   """
+  sample = sample or make_world_sample
   out_dir = os.path.abspath(out_dir)
-  want = _manifest(seed, num_train, num_test, sizes, kinds)
+  want = _manifest(seed, num_train, num_test, sizes, kinds, sample)
   result = {"train": {"annotation": os.path.join(out_dir, "train.jsonl"),
                       "root": out_dir},
             "test": os.path.join(out_dir, "test.jsonl")}
@@ -190,7 +198,7 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
       for i in range(count):
         kind = kinds[i % len(kinds)]
         size = tuple(sizes[rng.integers(len(sizes))])
-        img, q, a, box = make_world_sample(rng, kind, size)
+        img, q, a, box = sample(rng, kind, size)
         rel = f"images/{split}_{i:06d}.png"
         img.save(os.path.join(out_dir, rel))
         rid = f"world_{split}_{i:06d}"

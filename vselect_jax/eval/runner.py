@@ -231,12 +231,16 @@ def prepare_example(tokenizer, spec: tasks_lib.TaskSpec,
 
 
 def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
-                        *, merge_unit: int) -> tuple[int, int]:
+                        *, merge_unit: int, total: int | None = None
+                        ) -> tuple[int, int]:
   """(before, after) selection for one sample.
 
   Args:
     grids: int[I, 3] (t, h, w) in patches, or None.
     merge_unit: patches per LLM token (``VisionConfig.merge_unit``).
+    total: the prompt's token count, for methods whose k is a fraction of
+      the whole prompt (``Method.count`` "total": Dynamic-Qwen); None: of
+      the visual tokens.
   """
   from vselect_jax.selector.budget import budget_to_k
   if grids is None:
@@ -247,7 +251,18 @@ def visual_token_counts(grids: np.ndarray | None, budget, per_image: bool,
   if per_image:  # per image, and per temporal slot of a video
     return sum(per), sum(int(g[0]) * budget_to_k(n // int(g[0]), budget)
                          for n, g in zip(per, grids))
+  if total is not None and sum(per):
+    return sum(per), min(sum(per), budget_to_k(total, budget))
   return sum(per), budget_to_k(sum(per), budget)
+
+
+def _counts_total(method: str, settings) -> bool:
+  """Whether ``method`` (with the settings' options) takes k of the whole
+  prompt."""
+  from vselect_jax import methods as methods_lib
+  m, opts = methods_lib.validate(method, None, settings.per_image,
+                                 dict(settings.options))
+  return m.count(dict(opts)) == "total"
 
 
 def peak_memory_bytes() -> int | None:
@@ -411,6 +426,7 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
     # Data parallel: this process evaluates every ranks-th record.
     examples.records = examples.records[rank::ranks]
   merge_unit = model.config.vision.merge_unit
+  total = _counts_total(method, settings)
   eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   max_new = settings.max_new_tokens or spec.max_new_tokens
@@ -444,9 +460,9 @@ def run_one(model, tokenizer, task: str, data_path: str, budget,
         text = tokenizer.decode([t for t in toks if t not in (eos, pad)],
                                 skip_special_tokens=True)
         text = tasks_lib.cut_at_stop(text, spec.stop).strip()
-        before, after = visual_token_counts(ex.grids, budget,
-                                            settings.per_image,
-                                            merge_unit=merge_unit)
+        before, after = visual_token_counts(
+            ex.grids, budget, settings.per_image, merge_unit=merge_unit,
+            total=int(ex.input_ids.shape[1]) if total else None)
         if first_of_shape:
           warm.append(ex.record.id)
         row = {"id": ex.record.id, "prediction": text,

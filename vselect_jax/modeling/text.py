@@ -14,6 +14,7 @@ from vselect_jax.modeling import rope
 from vselect_jax.modeling.attention import (cached_attention,
                                             dot_product_attention)
 from vselect_jax.modeling.layers import Embed, Linear, RMSNorm, SwiGLU
+from vselect_jax.modeling.policy_attention import policy_attention
 
 
 class Attention(nnx.Module):
@@ -54,12 +55,14 @@ class Attention(nnx.Module):
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array,
                segment_ids: jax.Array, cache: dict | None = None,
-               key_bias: jax.Array | None = None
+               key_bias: jax.Array | None = None,
+               key_policy: jax.Array | None = None
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Self-attention; with ``cache`` the new keys/values are written at
     ``cache["index"]`` and the queries attend the whole cache.
     ``key_bias`` float32[B, T]: a logit bias per key (the soft mask's log,
-    training only; not with a cache).
+    training only; not with a cache). ``key_policy`` float32[B, T]: a
+    keep policy per key (Dynamic-Qwen's training, ``policy_attention``).
 
     Returns:
       (output float[B, T, D], (k, v)): the new tokens' keys and values
@@ -69,7 +72,11 @@ class Attention(nnx.Module):
     b, t, _ = x.shape
     q, k = self.queries_keys(x, cos, sin)
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    if cache is None:
+    if key_policy is not None:
+      if cache is not None or key_bias is not None:
+        raise ValueError("a key policy takes no cache and no key bias")
+      out = policy_attention(q, k, v, segment_ids, key_policy)
+    elif cache is None:
       out = dot_product_attention(q, k, v, q_segment_ids=segment_ids,
                                   kv_segment_ids=segment_ids, causal=True,
                                   kv_bias=key_bias)
@@ -98,10 +105,11 @@ class DecoderLayer(nnx.Module):
                       embed_axis="embed", mlp_axis="mlp", dtype=dtype,
                       rngs=rngs)
 
-  def __call__(self, x, cos, sin, segment_ids, cache=None, key_bias=None):
+  def __call__(self, x, cos, sin, segment_ids, cache=None, key_bias=None,
+               key_policy=None):
     """Returns (hidden, kv) with kv as ``Attention`` returns it."""
     h, kv = self.self_attn(self.input_layernorm(x), cos, sin, segment_ids,
-                           cache, key_bias)
+                           cache, key_bias, key_policy)
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -142,7 +150,8 @@ class TextModel(nnx.Module):
   def run(self, x: jax.Array, position_ids: jax.Array, segment_ids: jax.Array,
           *, remat: bool = False, cache: dict | None = None,
           layers: tuple[int, int] | None = None, final_norm: bool = True,
-          probe: int | None = None, key_bias: jax.Array | None = None
+          probe: int | None = None, key_bias: jax.Array | None = None,
+          key_policy: jax.Array | None = None
           ) -> tuple[jax.Array, dict]:
     """The decoder, also returning keys/values for a KV cache.
 
@@ -160,6 +169,8 @@ class TextModel(nnx.Module):
       pruning reads them), as ``kv["probe"] = (q, k)``.
       key_bias: float32[B, T] logit bias per key in every layer (the soft
         mask "attn_bias": log(m) on visual tokens), or None.
+      key_policy: float32[B, T] keep policy per key in every layer run
+        (Dynamic-Qwen's policy-masked softmax), or None.
 
     Returns:
       (hidden float[B, T, D] after the final norm, {"k", "v"} stacked over
@@ -186,9 +197,11 @@ class TextModel(nnx.Module):
         gd, st = nnx.split(layer)
         x, (k, v) = jax.checkpoint(
             lambda st, *a, gd=gd: nnx.merge(gd, st)(*a))(
-                st, x, cos, sin, segment_ids, layer_cache, key_bias)
+                st, x, cos, sin, segment_ids, layer_cache, key_bias,
+                key_policy)
       else:
-        x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache, key_bias)
+        x, (k, v) = layer(x, cos, sin, segment_ids, layer_cache, key_bias,
+                          key_policy)
       ks.append(k)
       vs.append(v)
     kv = {"k": jnp.stack(ks), "v": jnp.stack(vs)}

@@ -5,7 +5,9 @@ Attribute paths mirror the HF hub checkpoint: ``visual.*``, ``model.*``
 VisionSelector scorer at ``visual.importance_scorer`` as in the released
 VisionSelector checkpoints, and the in-tower scorer at
 ``visual.block_scorer`` (``{q,k}_proj.{weight,bias}``, input width
-4 x the vision width; absent from HF checkpoints, freshly initialised).
+4 x the vision width; absent from HF checkpoints, freshly initialised), and
+Dynamic-Qwen's image predictor at ``model.image_score_predictor`` (the
+reference's state-dict path; fresh when absent).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from vselect_jax.config import VLMConfig
 from vselect_jax.modeling.layers import Linear
 from vselect_jax.modeling.text import TextModel
 from vselect_jax.modeling.vision import VisionTransformer
+from vselect_jax.selector.predictor import VisionPredictor
 from vselect_jax.selector.scorer import ImportanceScorer
 
 
@@ -34,6 +37,10 @@ class Qwen25VL(nnx.Module):
         cfg.vision.hidden_size * cfg.vision.merge_unit, dtype=dtype,
         rngs=rngs)
     self.model = TextModel(cfg.text, dtype=dtype, rngs=rngs)
+    # Dynamic-Qwen (method "dynamic_qwen") reads LLM layer 2's input; the
+    # reference keeps it on the LLM (``model.image_score_predictor``).
+    self.model.image_score_predictor = VisionPredictor(
+        cfg.text.hidden_size, dtype=dtype, rngs=rngs)
     self.lm_head = (None if cfg.text.tie_word_embeddings else
                     Linear(cfg.text.hidden_size, cfg.text.vocab_size,
                            use_bias=False, axes=("embed", "vocab"),

@@ -199,6 +199,14 @@ def train(config, workdir: str,
     select_at = None  # the tower's end: the post-tower selector
   if select_at is not None:
     parts = dataclasses.replace(parts, scorer="block_scorer")
+  train_method = config.get("train_method", "selector")
+  tau = None
+  if train_method == "dynamic_qwen":  # the image predictor, Gumbel-annealed
+    from vselect_jax.methods.dynamic_qwen import gumbel_tau
+    parts = dataclasses.replace(parts, scorer="image_score_predictor")
+    g = config.get("gumbel", None) or {}
+    tau_start, tau_end = g.get("start", 1.0), g.get("end", 0.1)
+    tau = lambda s: gumbel_tau(s, total, tau_start, tau_end)  # noqa: E731
   graphdef, state = step_lib.init_state(module, tx, parts)
   sh = state_shardings(state, mesh)
   state = jax.device_put(state, sh)
@@ -208,7 +216,8 @@ def train(config, workdir: str,
       compute_dtype=jnp.dtype(compute) if compute else None, parts=parts,
       ce_weighting=loss_lib.CEWeighting.from_config(config),
       pool=config.get("selection_pool", "row"), select_at=select_at,
-      soft_mask=config.get("soft_mask", "scale"))
+      soft_mask=config.get("soft_mask", "scale"), train_method=train_method,
+      tau=tau, budget=float(config.budget), seed=int(config.get("seed", 0)))
   jitted = jax.jit(step_fn, in_shardings=(sh, None, None),
                    out_shardings=(sh, None), donate_argnums=0)
 

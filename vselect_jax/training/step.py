@@ -7,6 +7,12 @@ gradient must flow back through it into the soft mask). Loss: CE
 (``loss.cross_entropy``: a token mean by default, the reference's per-group
 means with ``ce_weighting``) + w(step) * BCE(soft, hard), as the reference.
 
+With ``train_method="dynamic_qwen"`` the trainable part is Dynamic-Qwen's
+image predictor (``model.image_score_predictor``): its hard Gumbel keep
+policy (temperature ``tau(step)``, noise from ``seed`` and the micro-step)
+masks attention in LLM layers >= 2, and the loss is CE + w(step) *
+(mean keep - budget)^2 (w = 100 in its configs, held constant).
+
 ``Parts`` holds the reference's switches (``tune_mm_vision``,
 ``tune_mm_mlp``, ``tune_mm_llm``, ``tune_compressor``), so the same step
 also trains a backbone: without the compressor it is plain next-token CE on
@@ -41,8 +47,9 @@ class Parts:
   tune_mm_llm: bool = False
   tune_compressor: bool = True
   # Which scorer trains with the compressor: "importance_scorer" (after the
-  # tower) or "block_scorer" (inside it, ``config.select_at``; the loop sets
-  # it, train_parts does not take it).
+  # tower), "block_scorer" (inside it, ``config.select_at``) or
+  # "image_score_predictor" (Dynamic-Qwen, ``config.train_method``); the
+  # loop sets it, train_parts does not take it.
   scorer: str = "importance_scorer"
 
   @classmethod
@@ -70,6 +77,11 @@ class Parts:
       if not isinstance(value, nnx.Param):
         return False
       keys = [str(p) for p in path]
+      if keys[:2] == ["model", "image_score_predictor"]:
+        # Part of the LLM (``model.*``) as in the reference's tune_mm_llm,
+        # and the compressor when Dynamic-Qwen trains.
+        return self.tune_mm_llm or (self.tune_compressor and
+                                    self.scorer == keys[1])
       if keys[0] == "visual":
         if "importance_scorer" in keys or "block_scorer" in keys:
           return self.tune_compressor and self.scorer in keys
@@ -111,7 +123,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     parts: Parts = Parts(),
                     ce_weighting: CEWeighting = CEWeighting(),
                     pool: str = "row", select_at: int | None = None,
-                    soft_mask: str = "scale"):
+                    soft_mask: str = "scale", train_method: str = "selector",
+                    tau: Callable | None = None, budget: float = 0.2,
+                    seed: int = 0):
   """Builds ``step(state, batch, k) -> (state, metrics)``; ``k`` is
   int32[B] per row (``pool="row"``) or, with ``pool="sample"``, int32[B, T]
   the k of each visual token's sample (``loop.selection_k``).
@@ -133,8 +147,29 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       (method "tower_selector"; ``parts.scorer`` must be "block_scorer");
       None: the post-tower selector.
     soft_mask: "scale" (the reference) or "attn_bias" (``forward``).
+    train_method: "selector" (the scorer named by ``select_at``) or
+      "dynamic_qwen" (``parts.scorer`` must be "image_score_predictor";
+      ``reg_weight`` then weighs (mean keep - budget)^2).
+    tau: Dynamic-Qwen's Gumbel temperature over optimizer steps
+      (``methods.dynamic_qwen.gumbel_tau``).
+    budget: Dynamic-Qwen's keep-ratio target.
+    seed: Dynamic-Qwen's Gumbel noise (folded with the micro-step).
   """
-  if select_at is None:
+  relax_args = None
+  if train_method == "dynamic_qwen":
+    if select_at is not None or parts.scorer != "image_score_predictor":
+      raise ValueError("train_method 'dynamic_qwen' trains the image "
+                       "predictor (parts.scorer 'image_score_predictor'), "
+                       "without select_at")
+    method, options = "dynamic_qwen", (("count_text", True),)
+    tau = tau or (lambda step: 1.0)
+    relax_args = lambda state: {  # noqa: E731
+        "key": jax.random.fold_in(jax.random.key(seed), state.micro_step),
+        "tau": tau(state.step), "target": jnp.float32(budget)}
+  elif train_method != "selector":
+    raise ValueError(f"train_method must be 'selector' or 'dynamic_qwen', "
+                     f"got {train_method!r}")
+  elif select_at is None:
     method, options = "selector", (("pool", pool),)
   elif pool != "row":
     raise ValueError("the in-tower scorer pools per row; selection_pool "
@@ -142,7 +177,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   else:
     method, options = "tower_selector", (("block", int(select_at)),)
 
-  def loss_fn(trainable, frozen, batch, k_row, w):
+  def loss_fn(trainable, frozen, batch, k_row, w, relaxed_args):
     if compute_dtype is not None:
       trainable = jax.tree.map(lambda x: x.astype(compute_dtype), trainable)
     model = nnx.merge(graphdef, trainable, frozen)
@@ -162,7 +197,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     else:
       k_token = jnp.where(visual, k_row[:, None], 0)
     out = forward(model, batch, Selection(method, k_token, k_row,
-                                          options=options),
+                                          options=options,
+                                          relax_args=relaxed_args),
                   relaxed=True, remat=remat, vision_grad=parts.vision_trains,
                   soft_mask=soft_mask)
     soft, hard, bce = out.relaxed.soft, out.relaxed.hard, out.relaxed.reg
@@ -181,8 +217,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   def step(state: TrainState, batch: dict, k_row: jax.Array):
     w = reg_weight(state.step)
+    args = None if relax_args is None else relax_args(state)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.trainable, state.frozen, batch, k_row, w)
+        state.trainable, state.frozen, batch, k_row, w, args)
+    if args is not None:
+      metrics["gumbel_tau"] = jnp.asarray(args["tau"], jnp.float32)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     micro = state.micro_step + 1

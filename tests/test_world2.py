@@ -1,0 +1,127 @@
+"""world2: eval-like token ratios, small faint evidence among salient
+distractors, readable answers, determinism, and the world task's schemas."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vselect_jax.data import world, world2
+from vselect_jax.eval import records, tasks
+
+
+def _scenes(n=6):
+  for seed in range(n):
+    rng = np.random.default_rng(seed)
+    for kind in world2.KINDS:
+      size = world2.SIZES[seed % len(world2.SIZES)]
+      yield kind, size, world2.draw_scene(rng, kind, size)
+
+
+def test_token_ratio_evidence_area_and_contrast():
+  for kind, (w, h), s in _scenes():
+    tokens = (w // 28) * (h // 28)
+    assert tokens >= 256
+    ev = set().union(*(world2.cells(b) for b, _ in s.evidence))
+    assert 1 <= len(ev) <= 4, (kind, len(ev))
+    assert len(ev) / tokens <= 0.02
+    assert world2.cells(s.box) >= ev
+    faint = max(world2.contrast(c, s.background) for _, c in s.evidence)
+    loud = min(world2.contrast(c, s.background) for _, c in s.distractors)
+    assert faint < loud, (kind, faint, loud)
+    # Distractors are more varied in hue than the evidence is.
+    assert len({c for _, c in s.distractors}) >= 2
+    if kind in ("code", "next_to"):  # one glyph / object per cell
+      assert len(ev) == len(s.evidence)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_answers_from_pixels(seed):
+  rng = np.random.default_rng(seed)
+  s = world2.draw_scene(rng, "color", (448, 448))
+  (x0, y0, x1, y1), col = s.evidence[0]
+  arr = np.asarray(s.image)
+  np.testing.assert_array_equal(arr[(y0 + y1) // 2, (x0 + x1) // 2], col)
+  # The faint colour is still nearest its own hue among the answers.
+  pull = {n: np.linalg.norm((np.asarray(col, float) - s.background)
+                            / np.linalg.norm(np.asarray(col, float) -
+                                             s.background)
+                            - (np.asarray(c, float) - s.background)
+                            / np.linalg.norm(np.asarray(c, float) -
+                                             s.background))
+          for n, c in world2.COLORS.items()}
+  assert min(pull, key=pull.get) == s.answer
+  s = world2.draw_scene(rng, "code", (448, 448))
+  # Read the glyphs back: each evidence box holds the bitmap of its digit.
+  arr = np.asarray(s.image).astype(float).mean(-1)
+  read = ""
+  for (x0, y0, x1, y1), _ in sorted(s.evidence):
+    ink = arr[y0:y1 + 1, x0:x1 + 1] < s.background - 30
+    cols = np.nonzero(ink.any(0))[0]
+    bits = ink[:, cols[0]:cols[-1] + 1]
+    grid = tuple("".join("#" if bits[r * 4 + 1, c * 4 + 1] else "."
+                         for c in range(3)) for r in range(5))
+    read += {v: k for k, v in world2.GLYPHS.items()}[grid]
+  assert read == s.answer
+  s = world2.draw_scene(rng, "next_to", (504, 448))
+  (cross, _), (dot, _) = s.evidence
+  assert world2.cells(dot) == {(max(world2.cells(cross))[0] + 1,
+                                max(world2.cells(cross))[1])}
+
+
+def _files(d):
+  return {n: open(os.path.join(d, n), "rb").read()
+          for n in sorted(os.listdir(d)) if n.endswith(".jsonl")}
+
+
+def test_deterministic_schema_and_eval_task(tmp_path):
+  a = world2.write_world2(str(tmp_path / "a"), 4, 8, seed=1)
+  world2.write_world2(str(tmp_path / "b"), 4, 8, seed=1)
+  c = world2.write_world2(str(tmp_path / "c"), 4, 8, seed=2)
+  assert _files(tmp_path / "a") == _files(tmp_path / "b")
+  assert _files(tmp_path / "a") != _files(tmp_path / "c")
+  imgs = lambda d: [open(os.path.join(d, "images", n), "rb").read()
+                    for n in sorted(os.listdir(os.path.join(d, "images")))]
+  assert imgs(tmp_path / "a") == imgs(tmp_path / "b")
+  # Not world1's cache: the generator is part of the manifest.
+  w1 = world.write_world(str(tmp_path / "a"), 4, 8, seed=1)
+  assert _files(tmp_path / "a") != _files(tmp_path / "b")
+  assert w1["test"] == a["test"]
+  a = world2.write_world2(str(tmp_path / "a"), 4, 8, seed=1)
+  for line in open(a["train"]["annotation"]):
+    human, gpt = json.loads(line)["conversations"]
+    assert human["value"].startswith("<image>") and gpt["value"]
+    assert len(human["value"]) < 100      # short questions
+  recs = records.load_records(a["test"])
+  assert {r.category for r in recs} == set(world2.KINDS)
+  res = tasks.score_task("world", recs, [r.answers[0] for r in recs])
+  assert res.metrics["accuracy"] == 1.0
+  assert set(res.details["accuracy_by_category"]) == set(world2.KINDS)
+  wrong = tasks.score_task("world", recs, ["nothing"] * len(recs))
+  assert wrong.metrics["accuracy"] == 0.0
+  assert c["test"] != a["test"]
+
+
+def test_bad_input_is_named():
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match="unknown world2 kind"):
+    world2.draw_scene(rng, "shape", (448, 448))
+  with pytest.raises(ValueError, match="multiple of 28"):
+    world2.draw_scene(rng, "color", (450, 448))
+
+
+def test_demo_tables_per_kind(tmp_path):
+  from vselect_jax import world2_demo
+  cell = tmp_path / "selector_0.2"
+  cell.mkdir()
+  (cell / "summary.json").write_text(json.dumps({
+      "metrics": {"accuracy": 0.5},
+      "details": {"accuracy_by_category": {"busy": 0.25, "color": 0.75}}}))
+  got = world2_demo.per_kind(str(cell))
+  assert got == {"all": 0.5, "busy": 0.25, "color": 0.75}
+  md = world2_demo._markdown(
+      {"sweep": {"selector": {"0.2": got}},
+       "anneal": {"scale, budget 0.2, linear": [
+           {"step": 50, "soft": 1.0, "hard": 0.5}]}}, 400)
+  assert "### busy" in md and "| selector | 0.250 |" in md
+  assert "50: 1.000/0.500" in md

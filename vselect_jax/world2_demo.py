@@ -1,0 +1,204 @@
+"""The paper's two claims on the second synthetic world (``data.world2``):
+does a learned scorer beat the heuristics where the evidence is small and
+faint, and does annealing the BCE weight close the soft/hard gap?
+
+Stage 1 trains the backbone from scratch with every visual token
+(``configs/world2.py:backbone``, cached); stage 2 trains the scorer at 0.2
+(``configs/world2.py:selector``); every method of ``world_demo.METHODS`` is
+swept at budgets 1.0 0.3 0.2 0.1 0.05 on the held-out split, per question
+kind. ``--anneal`` adds the annealing grid: scorers trained with the linear
+schedule (0.1 -> 2.0), w held at 0 and w held at 2.0, at 0.2 and 0.05, with
+the multiplicative ("scale") and the attention-bias soft mask; each run
+checkpoints every ``--anneal-every`` steps and every checkpoint is scored
+teacher-forced on the held-out split through the soft mask and with the
+hard top-k (``eval.relaxed_accuracy``). Everything is cached in the
+workdir: a second run starts where the first stopped.
+
+  python -m vselect_jax.world2_demo --workdir runs/world2 [--anneal]
+
+Outputs: ``<workdir>/tables.json`` and ``<workdir>/tables.md`` (sweep per
+kind; annealing curves), the sweep's own table/plot under ``sweep/world``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+from vselect_jax.world_demo import BUDGETS, METHODS, backbone, selector, \
+    with_scorer
+
+# label -> (run directory name, w start, w end)
+ANNEAL_RUNS = {"linear": ("linear", 0.1, 2.0), "w0": ("w0", 0.0, 0.0),
+               "w2": ("w2", 2.0, 2.0)}
+ANNEAL_BUDGETS = (0.2, 0.05)
+SOFT_MASKS = ("scale", "attn_bias")
+
+
+def per_kind(cell_dir: str) -> dict:
+  """{"all": accuracy, kind: accuracy, ...} of one sweep cell's
+  ``summary.json``."""
+  with open(os.path.join(cell_dir, "summary.json")) as f:
+    s = json.load(f)
+  return {"all": s["metrics"]["accuracy"],
+          **s["details"].get("accuracy_by_category", {})}
+
+
+def sweep_by_kind(model, tok, test: str, out: str, settings, methods,
+                  budgets) -> dict:
+  """Runs the sweep; returns {method: {budget: per_kind(...)}}."""
+  from vselect_jax.eval import runner, sweep
+  sweep.run_sweep(model, tok, "world", test, methods, budgets, out, settings,
+                  progress=False)
+  return {m: {str(b): per_kind(os.path.join(
+      out, "world", f"{m}_{runner.budget_name(b)}")) for b in budgets}
+          for m in methods}
+
+
+def checkpoint_scorer(run_dir: str, step: int) -> str:
+  """The scorer of ``run_dir``'s training checkpoint ``step`` as
+  ``<run_dir>/curve/<step>/scorer.safetensors`` (its path)."""
+  import orbax.checkpoint as ocp
+  from vselect_jax.checkpoint import scorer_export
+  dst = os.path.join(run_dir, "curve", str(step), "scorer.safetensors")
+  if not os.path.exists(dst):
+    tree = ocp.StandardCheckpointer().restore(
+        os.path.join(run_dir, "checkpoints", str(step), "state"))
+    # The trained parameters only: the optimizer moments hold a
+    # same-named subtree.
+    tensors = scorer_export.scorer_tensors(tree["trainable"], run_dir)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    scorer_export.write_tensors(tensors, dst, "float32", "qwen2_5_vl")
+  return dst
+
+
+def anneal_curve(run_dir: str, backbone_dir: str, config, batches) -> list:
+  """Trains (cached) the scorer of ``config`` in ``run_dir`` with a
+  checkpoint every ``config.checkpoint_every`` steps; returns [{"step",
+  "soft", "hard"}] over its checkpoints (teacher-forced held-out accuracy
+  through the soft mask and with the hard top-k at ``config.budget``)."""
+  from vselect_jax.eval import relaxed_accuracy
+  selector(run_dir, backbone_dir, config)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(run_dir,
+                                                         "checkpoints"))
+                 if s.isdigit())
+  curve = []
+  for step in steps:
+    model = with_scorer(backbone_dir, checkpoint_scorer(run_dir, step))
+    acc = relaxed_accuracy.teacher_forced(model, batches, config.budget,
+                                          soft_mask=config.soft_mask)
+    curve.append({"step": step, "soft": acc["soft"], "hard": acc["hard"],
+                  "samples": acc["samples"]})
+    print(f"  step {step}: soft {acc['soft']:.3f} hard {acc['hard']:.3f}")
+  return curve
+
+
+def _markdown(tables: dict, limit: int) -> str:
+  lines = []
+  sweep = tables.get("sweep", {})
+  if sweep:
+    budgets = list(next(iter(sweep.values())))
+    kinds = list(next(iter(sweep.values()))[budgets[0]])
+    for kind in kinds:
+      lines += [f"\n### {kind} (accuracy on the held-out questions; "
+                f"--limit {limit})\n",
+                "| method | " + " | ".join(budgets) + " |",
+                "|---" * (1 + len(budgets)) + "|"]
+      for m, row in sweep.items():
+        lines.append(f"| {m} | " + " | ".join(
+            f"{row[b].get(kind, float('nan')):.3f}" for b in row) + " |")
+  for key, curve in tables.get("anneal", {}).items():
+    lines.append(f"\n{key}: " + ", ".join(
+        f"{p['step']}: {p['soft']:.3f}/{p['hard']:.3f}" for p in curve)
+                 + "  (step: soft/hard)")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--workdir", default="runs/world2")
+  p.add_argument("--limit", type=int, default=400,
+                 help="test records per sweep cell")
+  p.add_argument("--backbone-steps", type=int, default=None)
+  p.add_argument("--selector-steps", type=int, default=None)
+  p.add_argument("--methods", default=",".join(METHODS))
+  p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+  p.add_argument("--no-sweep", action="store_true")
+  p.add_argument("--anneal", action="store_true")
+  p.add_argument("--anneal-every", type=int, default=50,
+                 help="checkpoint (and evaluate) every N scorer steps")
+  p.add_argument("--anneal-budgets", default=",".join(map(str,
+                                                          ANNEAL_BUDGETS)))
+  p.add_argument("--anneal-masks", default=",".join(SOFT_MASKS))
+  p.add_argument("--anneal-runs", default=",".join(ANNEAL_RUNS),
+                 help="subset of linear (w 0.1 -> 2.0), w0 (held at 0), w2 "
+                 "(held at 2.0)")
+  p.add_argument("--anneal-limit", type=int, default=0,
+                 help="held-out batches for the curves (0: the whole split)")
+  args = p.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING)
+  from transformers import AutoTokenizer
+  from configs import world2 as cfg
+  from vselect_jax.eval import relaxed_accuracy, runner
+
+  t0 = time.perf_counter()
+  assets_dir = os.path.join(args.workdir, "assets")
+  assets = cfg.build_assets(assets_dir)
+  c = cfg.make_config("backbone", assets_dir)
+  c.total_steps = args.backbone_steps or c.total_steps
+  hf = backbone(os.path.join(args.workdir, "backbone"), c)
+  print(f"stage 1 done at {time.perf_counter() - t0:.0f} s")
+  tables = {}
+  if not args.no_sweep:
+    c = cfg.make_config("selector", assets_dir)
+    c.total_steps = args.selector_steps or c.total_steps
+    model = selector(os.path.join(args.workdir, "selector"), hf, c)
+    tok = AutoTokenizer.from_pretrained(hf)
+    settings = runner.EvalSettings(min_pixels=cfg.MIN_PIXELS,
+                                   max_pixels=cfg.MAX_PIXELS,
+                                   jpeg_quality=None, limit=args.limit)
+    tables["sweep"] = sweep_by_kind(
+        model, tok, assets["test"], os.path.join(args.workdir, "sweep"),
+        settings, tuple(args.methods.split(",")),
+        tuple(float(b) for b in args.budgets.split(",")))
+    runner.run_one(model, tok, "world", assets["test"], 0.2, "selector",
+                   os.path.join(args.workdir, "pictures"), settings,
+                   visualize=4, progress=False)
+    print(f"sweep done at {time.perf_counter() - t0:.0f} s")
+  if args.anneal:
+    base = cfg.make_config("selector", assets_dir)
+    base.model_path = hf
+    batches = list(relaxed_accuracy.held_out_rows(
+        base, assets["test"], os.path.join(args.workdir, "held_out"),
+        args.anneal_limit))
+    tables["anneal"] = {}
+    for mask in args.anneal_masks.split(","):
+      for budget in (float(b) for b in args.anneal_budgets.split(",")):
+        for label in args.anneal_runs.split(","):
+          if label not in ANNEAL_RUNS:
+            raise ValueError(f"unknown --anneal-runs entry {label!r}; one "
+                             f"of {list(ANNEAL_RUNS)}")
+          c = cfg.make_config("selector", assets_dir)
+          c.total_steps = args.selector_steps or c.total_steps
+          c.budget, c.soft_mask = budget, mask
+          name, c.reg.start, c.reg.end = ANNEAL_RUNS[label]
+          c.checkpoint_every = args.anneal_every
+          c.keep_checkpoints = c.total_steps // args.anneal_every + 1
+          key = f"{mask}, budget {budget:g}, {label}"
+          print(f"annealing: {key}")
+          tables["anneal"][key] = anneal_curve(
+              os.path.join(args.workdir, "anneal", f"{mask}_{budget:g}_{name}"), hf, c, batches)
+        print(f"annealing {mask} done at {time.perf_counter() - t0:.0f} s")
+  with open(os.path.join(args.workdir, "tables.json"), "w") as f:
+    json.dump(tables, f, indent=1)
+  with open(os.path.join(args.workdir, "tables.md"), "w") as f:
+    f.write(_markdown(tables, args.limit))
+  print(_markdown(tables, args.limit))
+  print(f"{time.perf_counter() - t0:.0f} s; tables: {args.workdir}/tables.md")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
