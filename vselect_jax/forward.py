@@ -171,7 +171,8 @@ def forward(model, batch: dict, selection: Selection | None = None, *,
       in-LLM method, layers [0, K) run on every token, the method's
       relaxation reads layer K's input, and layers [K, L) run under its
       keep policy (the policy-masked softmax; see ``soft_mask``).
-    remat: rematerialise LLM layers in the backward pass.
+    remat: rematerialise LLM layers in the backward pass (and, in-tower,
+      the vision blocks after selection).
     vision_grad: let gradients into the vision tower and merger (and the
       learned scorer's input); off, the tower is frozen.
     with_view: also compute the method's picture map (``Output.view``);

@@ -135,7 +135,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     tx: the optimizer (``optim.make_optimizer``; MultiSteps if accumulating).
     reg_weight: schedule of the BCE weight over optimizer steps.
     grad_accum: micro-batches per optimizer step (for the step counter).
-    remat: rematerialise LLM layers.
+    remat: rematerialise LLM layers (and the in-tower path's vision blocks
+      after selection).
     compute_dtype: cast the trainable parameters to this dtype for the
       forward (bf16 on accelerators); their float32 master copies are what
       the optimizer updates.
