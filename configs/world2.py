@@ -14,7 +14,12 @@ layer 2 of 4 (``methods/fastv.py:prune_layer``).
 NOT YET A WORKING RECIPE: 200 stage-1 steps of 8 samples (25 min on the
 shared 2-core CPU) learn the answer format but not the colour (held-out
 accuracy with every token 0.30 on 100 questions, chance 0.25); see
-docs/dev-notes/world2.md for what was tried and what to try next.
+docs/dev-notes/world2.md for what was tried and what to try next. From
+random init at 224 px, neither a hue-separated palette, full contrast, grey
+distractors nor world 1's circle size makes this 4-layer model learn colour
+in 100 steps; the same easy variant with 3 layers learns one colour axis
+(held-out 0.505), and world 1 itself with 4 layers stalls part way: depth is
+the first blocker found.
 """
 import os
 
