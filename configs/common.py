@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.selection_pool = "row"
   # Where selection happens: None (or the tower's depth) after the vision
   # tower (the reference); j: after vision block j, training the in-tower
-  # scorer visual.block_scorer (docs/dev-notes/intower.md).
+  # scorer visual.block_scorer (README, "Selection inside the vision tower").
   c.select_at = ml_collections.config_dict.placeholder(int)
   # How the soft mask m enters training: "scale" multiplies (the
   # reference); "attn_bias" adds log(m) to every attention logit of the

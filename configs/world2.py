@@ -14,7 +14,7 @@ layer 2 of 4 (``methods/fastv.py:prune_layer``).
 NOT YET A WORKING RECIPE: 200 stage-1 steps of 8 samples (25 min on the
 shared 2-core CPU) learn the answer format but not the colour (held-out
 accuracy with every token 0.30 on 100 questions, chance 0.25); see
-docs/dev-notes/world2.md for what was tried and what to try next. From
+docs/world2.md for what was tried and what to try next. From
 random init at 224 px, neither a hue-separated palette, full contrast, grey
 distractors nor world 1's circle size makes this 4-layer model learn colour
 in 100 steps; the same easy variant with 3 layers learns one colour axis
@@ -28,7 +28,7 @@ from configs import world as world_cfg
 CACHE = os.path.join(os.path.dirname(world_cfg.CACHE), "world2")
 TRAIN, TEST = 4000, 400
 # The floor the issue names: the colour kinds (``code`` and ``next_to`` are
-# in the world; see docs/dev-notes/world2.md for what stage 1 made of them).
+# in the world; see docs/world2.md for what stage 1 made of them).
 KINDS = ("color", "busy")
 MIN_PIXELS, MAX_PIXELS = 448 * 448, 504 * 448   # images are used as drawn
 # As world 1's (width 128, init std 0.06: see configs/world.py), one LLM

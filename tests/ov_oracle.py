@@ -14,7 +14,7 @@ Writes a tiny random-init model with ``save_pretrained`` to ``OUT_DIR/hf``
 and, in ``OUT_DIR/outputs.npz`` per case:
 * ``<case>.logits`` float32[B, T, V]: the forward with each image encoded
   on its own (the copy unpacks several images off by one, see
-  ``docs/dev-notes/ov.md``) and scattered into the embeddings, positions =
+  README, LLaVA-OneVision-1.5) and scattered into the embeddings, positions =
   cache positions as in the reference;
 * with images, ``<case>.vision`` float32[M, E]: the tower run one image at a
   time and concatenated, and ``<case>.vision_joint``: the tower run on all

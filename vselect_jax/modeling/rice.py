@@ -12,7 +12,7 @@ processor order means that after the blocks the first P rows are exactly the
 merger's input (each 2x2 group contiguous) and the merged tokens come out in
 raster order with no gather. The reference instead interleaves
 ``[cls, patches]`` per segment and unpacks them off by one for every segment
-after the first (see ``docs/dev-notes/ov.md``); this tower does what that
+after the first (README, LLaVA-OneVision-1.5, "Several images"); this tower does what that
 code means to do.
 
 The host-side layout comes from ``rice_layout.build_rice_layout``.
