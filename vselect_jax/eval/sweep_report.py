@@ -15,23 +15,32 @@ def _ordered(rows: Sequence[dict]) -> list[dict]:
   return sorted(rows, key=lambda r: (r["method"], -float(r["budget"])))
 
 
+def _write(md_path: str, csv_path: str, head: list, cells: list,
+           columns: Sequence[str], rows: Sequence[dict]) -> None:
+  """A markdown table (``head`` over formatted ``cells``) and the raw
+  ``rows``' ``columns`` as CSV (None as empty)."""
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  lines += ["| " + " | ".join(c) + " |" for c in cells]
+  with open(md_path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(csv_path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(columns))
+    w.writeheader()
+    for r in rows:
+      w.writerow({c: ("" if r.get(c) is None else r[c]) for c in columns})
+
+
 def write_sweep_table(rows: Sequence[dict], md_path: str, csv_path: str,
                       metric_name: str = "accuracy") -> None:
   """One line per (method, budget): by method, then descending budget."""
   rows = _ordered(rows)
   head = ["method", "budget", "kept fraction", metric_name, "prefill ms"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  cells = []
   for r in rows:
     pf = "-" if r["prefill_ms"] is None else f"{r['prefill_ms']:.1f}"
-    lines.append(f"| {r['method']} | {float(r['budget']):g} | "
-                 f"{r['kept_fraction']:.4f} | {r['metric']:.4f} | {pf} |")
-  with open(md_path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  with open(csv_path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=COLUMNS)
-    w.writeheader()
-    for r in rows:
-      w.writerow({c: ("" if r[c] is None else r[c]) for c in COLUMNS})
+    cells.append([r["method"], f"{float(r['budget']):g}",
+                  f"{r['kept_fraction']:.4f}", f"{r['metric']:.4f}", pf])
+  _write(md_path, csv_path, head, cells, COLUMNS, rows)
 
 
 def plot_sweep(rows: Sequence[dict], path: str,
@@ -120,16 +129,6 @@ def write_efficiency_table(rows: Sequence[dict], md_path: str,
           "peak memory", "visual tokens before", "after", "KV cache",
           "prefill speedup", "latency speedup", "memory reduction",
           "KV-cache reduction"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in table:
-    lines.append("| " + " | ".join(fmt(c, r.get(c))
-                                   for c in EFFICIENCY_COLUMNS) + " |")
-  with open(md_path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  with open(csv_path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=EFFICIENCY_COLUMNS)
-    w.writeheader()
-    for r in table:
-      w.writerow({c: ("" if r.get(c) is None else r[c])
-                  for c in EFFICIENCY_COLUMNS})
+  cells = [[fmt(c, r.get(c)) for c in EFFICIENCY_COLUMNS] for r in table]
+  _write(md_path, csv_path, head, cells, EFFICIENCY_COLUMNS, table)
   return table
