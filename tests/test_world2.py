@@ -125,3 +125,47 @@ def test_demo_tables_per_kind(tmp_path):
            {"step": 50, "soft": 1.0, "hard": 0.5}]}}, 400)
   assert "### busy" in md and "| selector | 0.250 |" in md
   assert "50: 1.000/0.500" in md
+
+
+def test_token_labels_mark_the_evidence():
+  for kind, (w, h), s in _scenes(4):
+    labels = s.token_labels()
+    assert labels.shape == (h // 28, w // 28)
+    names = {world2.LABELS[i] for i in np.unique(labels)}
+    assert "background" in names and "distractor" in names
+    # The answer's own token: the faint circle's hue / each glyph / the cross.
+    want = ({s.answer} if kind in ("color", "busy")
+            else {"glyph:" + g for g in s.answer} if kind == "code"
+            else {s.answer, "cross"})
+    assert want <= names, (kind, want, names)
+    if kind == "busy":
+      assert "grey" in names
+    # Labels sit where the evidence is drawn: no answer-hue label in a cell
+    # the scene has no faint object in.
+    ev = set().union(*(world2.cells(b) for b, _ in s.evidence))
+    for cy, cx in zip(*np.nonzero(labels == world2.LABELS.index(
+        next(iter(want - {"cross"}))))):
+      if kind in ("color", "busy"):
+        assert (cx, cy) in ev
+
+
+def test_difficulty_changes_the_evidence_and_the_cache_key(tmp_path):
+  easy = world2.Difficulty(evidence_mix=(1.0, 1.0), circle=(28, 43))
+  for seed in range(4):
+    s = world2.draw_scene(np.random.default_rng(seed), "color", (168, 168),
+                          easy)
+    (x0, y0, x1, y1), col = s.evidence[0]
+    assert col == world2.COLORS[s.answer]            # the full hue
+    assert 27 <= x1 - x0 <= 42
+  a = world2.write_world2(str(tmp_path / "w"), 2, 2, sizes=((168, 168),),
+                          kinds=("color",))
+  before = open(os.path.join(tmp_path, "w", "images", "train_000000.png"),
+                "rb").read()
+  world2.write_world2(str(tmp_path / "w"), 2, 2, sizes=((168, 168),),
+                      kinds=("color",), difficulty=easy)
+  after = open(os.path.join(tmp_path, "w", "images", "train_000000.png"),
+               "rb").read()
+  assert before != after, "a new difficulty must not reuse the cached world"
+  with open(os.path.join(tmp_path, "w", "world.json")) as f:
+    assert json.load(f)["difficulty"]["circle"] == [28, 43]
+  assert a["test"].endswith("test.jsonl")

@@ -156,16 +156,18 @@ def training_record(rid: str, image: str, question: str,
       {"from": "gpt", "value": answer}]}
 
 
-def _manifest(seed, num_train, num_test, sizes, kinds, sample) -> dict:
-  version = sys.modules[sample.__module__].FORMAT_VERSION
-  return {"generator": f"{sample.__module__}.{sample.__qualname__}",
+def _manifest(seed, num_train, num_test, sizes, kinds, sample, tag) -> dict:
+  fn = getattr(sample, "func", sample)          # a functools.partial's
+  version = sys.modules[fn.__module__].FORMAT_VERSION
+  return {"generator": f"{fn.__module__}.{fn.__qualname__}",
           "format_version": version, "seed": seed,
           "num_train": num_train, "num_test": num_test,
-          "sizes": [list(s) for s in sizes], "kinds": list(kinds)}
+          "sizes": [list(s) for s in sizes], "kinds": list(kinds),
+          **(tag or {})}
 
 
 def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
-                sizes=SIZES, kinds=KINDS, sample=None) -> dict:
+                sizes=SIZES, kinds=KINDS, sample=None, tag=None) -> dict:
   """Writes the world (skipped when ``world.json`` says it is already
   there with these settings).
 
@@ -175,14 +177,15 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
 
   ``sample(rng, kind, size) -> (image, question, answer, box)`` draws one
   record (default ``make_world_sample``; ``data.world2`` passes its own);
-  its module's ``FORMAT_VERSION`` is part of the cache key.
+  its module's ``FORMAT_VERSION`` is part of the cache key, and so is
+  ``tag`` (a JSON-able dict: what else ``sample`` depends on).
 
   Returns:
     ``{"train": {"annotation": path, "root": out_dir}, "test": path}``.
   """
   sample = sample or make_world_sample
   out_dir = os.path.abspath(out_dir)
-  want = _manifest(seed, num_train, num_test, sizes, kinds, sample)
+  want = _manifest(seed, num_train, num_test, sizes, kinds, sample, tag)
   result = {"train": {"annotation": os.path.join(out_dir, "train.jsonl"),
                       "root": out_dir},
             "test": os.path.join(out_dir, "test.jsonl")}

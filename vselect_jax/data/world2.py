@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -55,9 +56,24 @@ PALETTE = ((140, 60, 170), (40, 190, 200), (210, 40, 190), (240, 120, 20),
            (40, 40, 40), (120, 70, 30), (20, 120, 120), (30, 30, 110),
            (90, 90, 90))
 DISTRACTOR_SHAPES = ("square", "triangle", "diamond", "bar")
-# How far the evidence colour is pulled from the background towards its
-# hue: ~100-130 of RGB distance against >= 200 for the distractors.
-EVIDENCE_MIX = (0.35, 0.45)
+
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+  """How faint and how small the evidence is drawn (every faint object and
+  every circle). The evaluation's is ``EVAL``; ``CURRICULUM`` holds the
+  easier worlds stage 1 starts from (docs/world2.md).
+
+  evidence_mix: [lo, hi) of how far the evidence colour is pulled from the
+    background towards its hue (EVAL: ~100-130 of RGB distance, against
+    >= 200 for the distractors; 1.0 = the full hue).
+  circle: [lo, hi) px of a circle's side.
+  """
+  evidence_mix: tuple[float, float] = (0.35, 0.45)
+  circle: tuple[int, int] = (16, 25)
+
+
+EVAL = Difficulty()
 GLYPHS = {  # 3x5 bitmaps of the code's digits
     "1": (".#.", "##.", ".#.", ".#.", "###"),
     "2": ("##.", "..#", ".#.", "#..", "###"),
@@ -68,6 +84,11 @@ QUESTIONS = {"color": "What color is the circle?",
              "busy": "What color is the circle?",
              "code": "What is the code?",
              "next_to": "What color is the dot next to the cross?"}
+# What a merged token can show (``Scene.token_labels``): the background, a
+# salient distractor, a faint grey circle, a faint circle in each answer
+# hue, a glyph of each digit, the cross.
+LABELS = (("background", "distractor", "grey") + tuple(COLORS)
+          + tuple("glyph:" + g for g in GLYPHS) + ("cross",))
 
 
 @dataclasses.dataclass
@@ -84,6 +105,24 @@ class Scene:
   evidence: list
   distractors: list
   background: float
+  objects: list = dataclasses.field(default_factory=list)
+
+  def token_labels(self, min_pixels: int = 12) -> np.ndarray:
+    """int32[rows, cols]: what each merged token (28-px cell) shows, as a
+    ``LABELS`` index (the object with the most pixels in the cell; 0 =
+    background when no object has ``min_pixels``): what a method's kept
+    tokens were (evidence, distractor, background)."""
+    w, h = self.image.size
+    canvas = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(canvas)
+    for shape, box, _, label in self.objects:
+      _paint(d, shape, box, LABELS.index(label))
+    ids = np.asarray(canvas).reshape(h // CELL, CELL, w // CELL, CELL)
+    ids = ids.transpose(0, 2, 1, 3).reshape(h // CELL, w // CELL, -1)
+    counts = (ids[..., None] == np.arange(len(LABELS))).sum(2)
+    counts[..., 0] = 0
+    best = counts.argmax(-1)
+    return np.where(counts.max(-1) >= min_pixels, best, 0).astype(np.int32)
 
 
 def contrast(color, background: float) -> float:
@@ -98,8 +137,9 @@ def cells(box) -> set[tuple[int, int]]:
           for cy in range(y0 // CELL, y1 // CELL + 1)}
 
 
-def _faint(rng, color, background: float) -> tuple[int, int, int]:
-  a = float(rng.uniform(*EVIDENCE_MIX))
+def _faint(rng, color, background: float,
+           difficulty: Difficulty) -> tuple[int, int, int]:
+  a = float(rng.uniform(*difficulty.evidence_mix))
   return tuple(int(round(background + a * (c - background))) for c in color)
 
 
@@ -129,14 +169,14 @@ def _reserve(cell_set, taken: list) -> None:
                   cy * CELL + CELL - 1))
 
 
-def _circle(rng, size, bg, color, taken) -> tuple:
-  s = int(rng.integers(16, 25))
+def _circle(rng, size, bg, color, taken, difficulty: Difficulty) -> tuple:
+  s = int(rng.integers(*difficulty.circle))
   box = world.place_box(rng, size, s - 1, taken)
-  return box, _faint(rng, color, bg)
+  return box, _faint(rng, color, bg, difficulty)
 
 
-def draw_scene(rng: np.random.Generator, kind: str,
-               size: tuple[int, int]) -> Scene:
+def draw_scene(rng: np.random.Generator, kind: str, size: tuple[int, int],
+               difficulty: Difficulty = EVAL) -> Scene:
   """One image of ``kind`` at ``size`` (w, h; multiples of 28)."""
   if kind not in KINDS:
     raise ValueError(f"unknown world2 kind {kind!r}; one of {KINDS}")
@@ -151,66 +191,76 @@ def draw_scene(rng: np.random.Generator, kind: str,
   img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
   d = ImageDraw.Draw(img)
   taken: list = []
-  evidence = []                  # (shape, box, colour), drawn last
+  evidence = []                  # (shape, box, colour, label), drawn last
   faint_decoys = []
   names = list(COLORS)
   cols, rows = w // CELL, h // CELL
   n_distract = int(rng.integers(4, 8))
   if kind in ("color", "busy"):
     answer = names[rng.integers(len(names))]
-    box, col = _circle(rng, size, bg, COLORS[answer], taken)
-    evidence.append(("circle", box, col))
+    box, col = _circle(rng, size, bg, COLORS[answer], taken, difficulty)
+    evidence.append(("circle", box, col, answer))
     if kind == "busy":
       n_distract = int(rng.integers(10, 17))
       for _ in range(int(rng.integers(2, 5))):
         faint_decoys.append(("circle",) + _circle(rng, size, bg, (60, 60, 60),
-                                                  taken))
+                                                  taken, difficulty) + ("grey",))
   elif kind == "code":
     n = int(rng.integers(2, 4))
     digits = [list(GLYPHS)[rng.integers(len(GLYPHS))] for _ in range(n)]
     answer = "".join(digits)
     cx0, cy = int(rng.integers(0, cols - n + 1)), int(rng.integers(0, rows))
-    ink = _faint(rng, (20, 20, 20), bg)
+    ink = _faint(rng, (20, 20, 20), bg, difficulty)
     for i, g in enumerate(digits):
       box = _cell_box(cx0 + i, cy, 20, rng)
-      evidence.append(("glyph:" + g, box, ink))
+      evidence.append(("glyph:" + g, box, ink, "glyph:" + g))
     _reserve({(cx0 + i, cy) for i in range(n)}, taken)
   else:
     answer = names[rng.integers(len(names))]
     cx, cy = int(rng.integers(0, cols - 1)), int(rng.integers(0, rows))
     evidence.append(("cross", _cell_box(cx, cy, 20, rng),
-                     _faint(rng, (20, 20, 20), bg)))
+                     _faint(rng, (20, 20, 20), bg, difficulty), "cross"))
     evidence.append(("circle", _cell_box(cx + 1, cy, int(rng.integers(16, 25)),
-                                         rng), _faint(rng, COLORS[answer], bg)))
+                                         rng), _faint(rng, COLORS[answer], bg, difficulty),
+                     answer))
     # Nothing else lands next to the cross, so "next to" is unambiguous.
     _reserve({(x, y) for x in range(cx - 1, cx + 3)
               for y in range(cy - 1, cy + 2)}, taken)
     for other in rng.permutation([c for c in names if c != answer])[:2]:
       faint_decoys.append(("circle",) + _circle(rng, size, bg, COLORS[other],
-                                                taken))
+                                                taken, difficulty) + (str(other),))
+  objects = []                   # (shape, box, colour, label), drawn in order
   distractors = []
   for _ in range(n_distract):
     s = int(rng.integers(28, 57))
     box = world.place_box(rng, size, s, taken)
     color = PALETTE[rng.integers(len(PALETTE))]
-    _draw(d, DISTRACTOR_SHAPES[rng.integers(len(DISTRACTOR_SHAPES))], box,
-          color)
+    shape = DISTRACTOR_SHAPES[rng.integers(len(DISTRACTOR_SHAPES))]
+    objects.append((shape, box, color, "distractor"))
     distractors.append((box, color))
-  for shape, box, color in faint_decoys + evidence:
-    if shape.startswith("glyph:"):
-      _draw_glyph(d, shape[6:], box, color)
-    elif shape == "cross":
-      x0, y0, x1, y1 = box
-      mx, my, t = (x0 + x1) // 2, (y0 + y1) // 2, 2
-      d.rectangle((x0, my - t, x1, my + t), fill=color)
-      d.rectangle((mx - t, y0, mx + t, y1), fill=color)
-    else:
-      world.draw_shape(d, shape, box, color)
-  boxes = [b for _, b, _ in evidence]
+  objects += [(shape, box, color, label) for shape, box, color, label in
+              faint_decoys + evidence]
+  for shape, box, color, _ in objects:
+    _paint(d, shape, box, color)
+  boxes = [b for _, b, _, _ in evidence]
   union = (min(b[0] for b in boxes), min(b[1] for b in boxes),
            max(b[2] for b in boxes), max(b[3] for b in boxes))
   return Scene(img, QUESTIONS[kind], answer, union,
-               [(b, c) for _, b, c in evidence], distractors, bg)
+               [(b, c) for _, b, c, _ in evidence], distractors, bg, objects)
+
+
+def _paint(d: ImageDraw.ImageDraw, shape: str, box, color) -> None:
+  """One object; ``color`` an RGB triple, or a label index on an "L"
+  canvas."""
+  if shape.startswith("glyph:"):
+    _draw_glyph(d, shape[6:], box, color)
+  elif shape == "cross":
+    x0, y0, x1, y1 = box
+    mx, my, t = (x0 + x1) // 2, (y0 + y1) // 2, 2
+    d.rectangle((x0, my - t, x1, my + t), fill=color)
+    d.rectangle((mx - t, y0, mx + t, y1), fill=color)
+  else:
+    _draw(d, shape, box, color)
 
 
 def _draw_glyph(d: ImageDraw.ImageDraw, digit: str, box, color) -> None:
@@ -227,19 +277,23 @@ def _draw_glyph(d: ImageDraw.ImageDraw, digit: str, box, color) -> None:
 
 
 def make_world2_sample(rng: np.random.Generator, kind: str,
-                       size: tuple[int, int]):
+                       size: tuple[int, int], difficulty: Difficulty = EVAL):
   """``draw_scene`` as ``world.write_world`` takes it: (PIL image, question,
   answer, evidence box)."""
-  s = draw_scene(rng, kind, size)
+  s = draw_scene(rng, kind, size, difficulty)
   return s.image, s.question, s.answer, s.box
 
 
 def write_world2(out_dir: str, num_train: int, num_test: int, seed: int = 0,
-                 sizes=SIZES, kinds=KINDS) -> dict:
+                 sizes=SIZES, kinds=KINDS,
+                 difficulty: Difficulty = EVAL) -> dict:
   """``world.write_world`` with this world's samples (same files, schemas
-  and caching; kinds cycle through ``kinds``)."""
-  return world.write_world(out_dir, num_train, num_test, seed, sizes, kinds,
-                           sample=make_world2_sample)
+  and caching; kinds cycle through ``kinds``); ``difficulty`` is part of
+  the cache key."""
+  return world.write_world(
+      out_dir, num_train, num_test, seed, sizes, kinds,
+      sample=functools.partial(make_world2_sample, difficulty=difficulty),
+      tag={"difficulty": dataclasses.asdict(difficulty)})
 
 
 def main(argv=None) -> int:
