@@ -169,3 +169,24 @@ def test_difficulty_changes_the_evidence_and_the_cache_key(tmp_path):
   with open(os.path.join(tmp_path, "w", "world.json")) as f:
     assert json.load(f)["difficulty"]["circle"] == [28, 43]
   assert a["test"].endswith("test.jsonl")
+
+
+def test_stage1_curriculum_phases():
+  from configs import world2 as cfg
+  phases = list(cfg.PHASES.values())
+  # Easiest first: contrast and circle size only come down, the images
+  # only grow, and the last phase is the evaluation's world.
+  mixes = [p[0].evidence_mix[0] for p in phases]
+  assert mixes == sorted(mixes, reverse=True)
+  assert phases[-1][0] == world2.EVAL and phases[-1][1] == world2.SIZES
+  assert max(w * h for w, h in phases[0][1]) < 256 * 28 * 28
+  roots = set()
+  for stage in cfg.STAGES[:3]:
+    c = cfg.make_config(stage, "/nonexistent")
+    roots.add(c.data.registry["world2"]["root"])
+    assert c.train_parts.tune_mm_llm and not c.train_parts.tune_compressor
+  assert len(roots) == 3                      # one world per phase
+  with pytest.raises(ValueError, match="stage must be one of"):
+    cfg.make_config("backbone_hard")
+  with pytest.raises(ValueError, match="phase must be one of"):
+    cfg.asset_paths(phase="hard")

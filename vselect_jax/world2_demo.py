@@ -2,8 +2,9 @@
 does a learned scorer beat the heuristics where the evidence is small and
 faint, and does annealing the BCE weight close the soft/hard gap?
 
-Stage 1 trains the backbone from scratch with every visual token
-(``configs/world2.py:backbone``, cached); stage 2 trains the scorer at 0.2
+Stage 1 trains the backbone from scratch with every visual token, in three
+phases from an easier world to the evaluation's (``configs/world2.py``,
+cached); stage 2 trains the scorer at 0.2
 (``configs/world2.py:selector``); every method of ``world_demo.METHODS`` is
 swept at budgets 1.0 0.3 0.2 0.1 0.05 on the held-out split, per question
 kind. ``--anneal`` adds the annealing grid: scorers trained with the linear
@@ -27,8 +28,8 @@ import logging
 import os
 import time
 
-from vselect_jax.world_demo import BUDGETS, METHODS, backbone, selector, \
-    with_scorer
+from vselect_jax.world_demo import BUDGETS, METHODS, backbone, \
+    dynamic_qwen, selector, with_scorer
 
 # label -> (run directory name, w start, w end)
 ANNEAL_RUNS = {"linear": ("linear", 0.1, 2.0), "w0": ("w0", 0.0, 0.0),
@@ -146,19 +147,29 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   assets_dir = os.path.join(args.workdir, "assets")
   assets = cfg.build_assets(assets_dir)
-  c = cfg.make_config("backbone", assets_dir)
-  c.total_steps = args.backbone_steps or c.total_steps
-  hf = backbone(os.path.join(args.workdir, "backbone"), c)
+  hf = assets["model"]
+  for stage in cfg.STAGES[:3]:        # stage 1's curriculum, easiest first
+    c = cfg.make_config(stage, assets_dir)
+    c.model_path = hf
+    c.total_steps = args.backbone_steps or c.total_steps
+    hf = backbone(os.path.join(args.workdir, stage), c)
   print(f"stage 1 done at {time.perf_counter() - t0:.0f} s")
   tables = {}
   if not args.no_sweep:
     c = cfg.make_config("selector", assets_dir)
     c.total_steps = args.selector_steps or c.total_steps
     model = selector(os.path.join(args.workdir, "selector"), hf, c)
+    if "dynamic_qwen" in args.methods.split(","):
+      d = cfg.make_config("dynamic_qwen", assets_dir)
+      model = dynamic_qwen(os.path.join(args.workdir, "dynamic_qwen"), hf,
+                           os.path.join(args.workdir, "selector", "hf"), d)
     tok = AutoTokenizer.from_pretrained(hf)
+    # Batches of 8 of one image size: the same predictions as one at a
+    # time (eval.runner.group_batches), several times faster here.
     settings = runner.EvalSettings(min_pixels=cfg.MIN_PIXELS,
                                    max_pixels=cfg.MAX_PIXELS,
-                                   jpeg_quality=None, limit=args.limit)
+                                   jpeg_quality=None, limit=args.limit,
+                                   batch_size=8)
     tables["sweep"] = sweep_by_kind(
         model, tok, assets["test"], os.path.join(args.workdir, "sweep"),
         settings, tuple(args.methods.split(",")),
