@@ -13,7 +13,7 @@ OV_VENV := .venv-ov
 OV_PY := $(OV_VENV)/bin/python
 LMMS_ENGINE_SPEC ?= lmms-engine==0.1.4
 
-.PHONY: demo pipeline-demo test bench venv venv-ov clean
+.PHONY: demo demo-world2 pipeline-demo test bench venv venv-ov clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ venv-ov: $(OV_VENV)/.installed
 # a synthetic world, then the scorer, then every method at every budget.
 demo: $(VENV)/.installed
 	$(PY) -m vselect_jax.world_demo --workdir demo_out
+
+# The harder world (issue 19): stage 1's three phases (~28 min the first
+# time, cached), the scorer, Dynamic-Qwen, every method per question kind.
+demo-world2: $(VENV)/.installed
+	$(PY) -m vselect_jax.world2_demo --workdir demo_out/world2 --limit 400
 
 # Convert -> forward at budgets -> a few scorer steps, in about a minute.
 pipeline-demo: $(VENV)/.installed
