@@ -168,6 +168,11 @@ def test_difficulty_changes_the_evidence_and_the_cache_key(tmp_path):
   assert before != after, "a new difficulty must not reuse the cached world"
   with open(os.path.join(tmp_path, "w", "world.json")) as f:
     assert json.load(f)["difficulty"]["circle"] == [28, 43]
+  # Cached: the same call again writes nothing.
+  stamp = os.path.getmtime(os.path.join(tmp_path, "w", "train.jsonl"))
+  world2.write_world2(str(tmp_path / "w"), 2, 2, sizes=((168, 168),),
+                      kinds=("color",), difficulty=easy)
+  assert os.path.getmtime(os.path.join(tmp_path, "w", "train.jsonl")) == stamp
   assert a["test"].endswith("test.jsonl")
 
 

@@ -185,7 +185,9 @@ def write_world(out_dir: str, num_train: int, num_test: int, seed: int = 0,
   """
   sample = sample or make_world_sample
   out_dir = os.path.abspath(out_dir)
-  want = _manifest(seed, num_train, num_test, sizes, kinds, sample, tag)
+  # As it reads back from world.json (tuples become lists).
+  want = json.loads(json.dumps(
+      _manifest(seed, num_train, num_test, sizes, kinds, sample, tag)))
   result = {"train": {"annotation": os.path.join(out_dir, "train.jsonl"),
                       "root": out_dir},
             "test": os.path.join(out_dir, "test.jsonl")}
