@@ -199,8 +199,9 @@ def main(argv=None) -> int:
           c.keep_checkpoints = c.total_steps // args.anneal_every + 1
           key = f"{mask}, budget {budget:g}, {label}"
           print(f"annealing: {key}")
-          tables["anneal"][key] = anneal_curve(
-              os.path.join(args.workdir, "anneal", f"{mask}_{budget:g}_{name}"), hf, c, batches)
+          run_dir = os.path.join(args.workdir, "anneal",
+                                 f"{mask}_{budget:g}_{name}")
+          tables["anneal"][key] = anneal_curve(run_dir, hf, c, batches)
         print(f"annealing {mask} done at {time.perf_counter() - t0:.0f} s")
   with open(os.path.join(args.workdir, "tables.json"), "w") as f:
     json.dump(tables, f, indent=1)

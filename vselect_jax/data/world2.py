@@ -61,8 +61,8 @@ DISTRACTOR_SHAPES = ("square", "triangle", "diamond", "bar")
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
   """How faint and how small the evidence is drawn (every faint object and
-  every circle). The evaluation's is ``EVAL``; ``CURRICULUM`` holds the
-  easier worlds stage 1 starts from (docs/world2.md).
+  every circle). The evaluation's is ``EVAL``; ``configs/world2.py:PHASES``
+  holds the easier worlds stage 1 starts from.
 
   evidence_mix: [lo, hi) of how far the evidence colour is pulled from the
     background towards its hue (EVAL: ~100-130 of RGB distance, against
@@ -203,8 +203,8 @@ def draw_scene(rng: np.random.Generator, kind: str, size: tuple[int, int],
     if kind == "busy":
       n_distract = int(rng.integers(10, 17))
       for _ in range(int(rng.integers(2, 5))):
-        faint_decoys.append(("circle",) + _circle(rng, size, bg, (60, 60, 60),
-                                                  taken, difficulty) + ("grey",))
+        box_, col_ = _circle(rng, size, bg, (60, 60, 60), taken, difficulty)
+        faint_decoys.append(("circle", box_, col_, "grey"))
   elif kind == "code":
     n = int(rng.integers(2, 4))
     digits = [list(GLYPHS)[rng.integers(len(GLYPHS))] for _ in range(n)]
@@ -221,14 +221,14 @@ def draw_scene(rng: np.random.Generator, kind: str, size: tuple[int, int],
     evidence.append(("cross", _cell_box(cx, cy, 20, rng),
                      _faint(rng, (20, 20, 20), bg, difficulty), "cross"))
     evidence.append(("circle", _cell_box(cx + 1, cy, int(rng.integers(16, 25)),
-                                         rng), _faint(rng, COLORS[answer], bg, difficulty),
-                     answer))
+                                         rng),
+                     _faint(rng, COLORS[answer], bg, difficulty), answer))
     # Nothing else lands next to the cross, so "next to" is unambiguous.
     _reserve({(x, y) for x in range(cx - 1, cx + 3)
               for y in range(cy - 1, cy + 2)}, taken)
     for other in rng.permutation([c for c in names if c != answer])[:2]:
-      faint_decoys.append(("circle",) + _circle(rng, size, bg, COLORS[other],
-                                                taken, difficulty) + (str(other),))
+      box_, col_ = _circle(rng, size, bg, COLORS[other], taken, difficulty)
+      faint_decoys.append(("circle", box_, col_, str(other)))
   objects = []                   # (shape, box, colour, label), drawn in order
   distractors = []
   for _ in range(n_distract):
@@ -238,8 +238,7 @@ def draw_scene(rng: np.random.Generator, kind: str, size: tuple[int, int],
     shape = DISTRACTOR_SHAPES[rng.integers(len(DISTRACTOR_SHAPES))]
     objects.append((shape, box, color, "distractor"))
     distractors.append((box, color))
-  objects += [(shape, box, color, label) for shape, box, color, label in
-              faint_decoys + evidence]
+  objects += faint_decoys + evidence
   for shape, box, color, _ in objects:
     _paint(d, shape, box, color)
   boxes = [b for _, b, _, _ in evidence]
