@@ -127,6 +127,36 @@ def test_demo_tables_per_kind(tmp_path):
   assert "50: 1.000/0.500" in md
 
 
+def test_demo_sweep_runs_budget_one_once(tmp_path, monkeypatch):
+  # Selecting methods at 1.0 keep every token: one run ("selector") stands
+  # for them; PruMerge+ merges at 1.0 too, so it runs its own.
+  from vselect_jax import world2_demo
+  from vselect_jax.eval import runner, sweep
+  calls, rank = [], {"selector": 1, "fastv": 2, "prumerge": 3}
+
+  def fake(model, tok, task, test, methods, budgets, out, settings,
+           progress):
+    calls.append((tuple(methods), tuple(budgets), out))
+    for m in methods:
+      for b in budgets:
+        cell = os.path.join(out, task, f"{m}_{runner.budget_name(b)}")
+        os.makedirs(cell)
+        with open(os.path.join(cell, "summary.json"), "w") as f:
+          json.dump({"metrics": {"accuracy": rank[m] + b},
+                     "details": {}}, f)
+  monkeypatch.setattr(sweep, "run_sweep", fake)
+  got = world2_demo.sweep_by_kind(None, None, "t.jsonl", str(tmp_path), None,
+                                  ("selector", "fastv", "prumerge"),
+                                  (1.0, 0.3, 0.05))
+  assert calls == [(("selector", "fastv", "prumerge"), (0.3, 0.05),
+                    str(tmp_path)),
+                   (("selector", "prumerge"), (1.0,),
+                    os.path.join(str(tmp_path), "full"))]
+  assert got["fastv"]["1.0"] == got["selector"]["1.0"] == {"all": 2.0}
+  assert got["prumerge"]["1.0"] == {"all": 4.0}
+  assert got["fastv"]["0.3"] == {"all": 2.3}
+
+
 def test_token_labels_mark_the_evidence():
   for kind, (w, h), s in _scenes(4):
     labels = s.token_labels()

@@ -7,22 +7,26 @@ phases from an easier world to the evaluation's (``configs/world2.py``,
 cached); stage 2 trains the scorer at 0.2
 (``configs/world2.py:selector``); every method of ``world_demo.METHODS`` is
 swept at budgets 1.0 0.3 0.2 0.1 0.05 on the held-out split, per question
-kind. ``--anneal`` adds the annealing grid: scorers trained with the linear
-schedule (0.1 -> 2.0), w held at 0 and w held at 2.0, at 0.2 and 0.05, with
-the multiplicative ("scale") and the attention-bias soft mask; each run
-checkpoints every ``--anneal-every`` steps and every checkpoint is scored
-teacher-forced on the held-out split through the soft mask and with the
-hard top-k (``eval.relaxed_accuracy``). Everything is cached in the
-workdir: a second run starts where the first stopped.
+kind. ``--evidence`` adds which methods keep the evidence tokens
+(``eval.evidence``). ``--anneal`` adds the annealing grid: scorers trained
+with the linear schedule (0.1 -> 2.0), w held at 0 and w held at 2.0, at
+0.2 and 0.05, with the multiplicative ("scale") and the attention-bias soft
+mask; each run checkpoints every ``--anneal-every`` steps and every
+checkpoint is scored teacher-forced on the held-out split through the soft
+mask and with the hard top-k (``eval.relaxed_accuracy``). Everything is
+cached in the workdir: a second run starts where the first stopped.
 
-  python -m vselect_jax.world2_demo --workdir runs/world2 [--anneal]
+  python -m vselect_jax.world2_demo --workdir runs/world2 [--evidence] [--anneal]
 
 Outputs: ``<workdir>/tables.json`` and ``<workdir>/tables.md`` (sweep per
-kind; annealing curves), the sweep's own table/plot under ``sweep/world``.
+kind, evidence recall, annealing curves; a run replaces the parts it
+computed and keeps the others), the sweep's own table/plot under
+``sweep/world`` (budgets below 1.0) and ``sweep/full/world`` (1.0).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -47,14 +51,31 @@ def per_kind(cell_dir: str) -> dict:
           **s["details"].get("accuracy_by_category", {})}
 
 
+# At budget 1.0 a method that only selects keeps every token: it is the
+# model with every token (tests/test_baselines_llm.py), so the sweep runs
+# that once (as "selector") and copies it; PruMerge+ still merges each
+# kept token's neighbours into it at 1.0, so it runs.
+CHANGES_AT_FULL = ("prumerge",)
+
+
 def sweep_by_kind(model, tok, test: str, out: str, settings, methods,
                   budgets) -> dict:
-  """Runs the sweep; returns {method: {budget: per_kind(...)}}."""
+  """Runs the sweep (``<out>/world``; budget 1.0 in ``<out>/full``);
+  returns {method: {budget: per_kind(...)}}."""
   from vselect_jax.eval import runner, sweep
-  sweep.run_sweep(model, tok, "world", test, methods, budgets, out, settings,
+  partial = tuple(b for b in budgets if b < 1.0)
+  sweep.run_sweep(model, tok, "world", test, methods, partial, out, settings,
                   progress=False)
-  return {m: {str(b): per_kind(os.path.join(
-      out, "world", f"{m}_{runner.budget_name(b)}")) for b in budgets}
+  cells = {(m, b): os.path.join(out, "world", f"{m}_{runner.budget_name(b)}")
+           for m in methods for b in partial}
+  if len(partial) < len(budgets):
+    full = ("selector",) + tuple(m for m in methods if m in CHANGES_AT_FULL)
+    sweep.run_sweep(model, tok, "world", test, full, (1.0,),
+                    os.path.join(out, "full"), settings, progress=False)
+    for m in methods:
+      cells[m, 1.0] = os.path.join(out, "full", "world", (
+          m if m in full else "selector") + "_1")
+  return {m: {str(b): per_kind(cells[m, b]) for b in budgets}
           for m in methods}
 
 
@@ -110,6 +131,21 @@ def _markdown(tables: dict, limit: int) -> str:
       for m, row in sweep.items():
         lines.append(f"| {m} | " + " | ".join(
             f"{row[b].get(kind, float('nan')):.3f}" for b in row) + " |")
+  evidence = tables.get("evidence", {})
+  if evidence:
+    budgets = list(next(iter(evidence.values())))
+    first = next(iter(evidence.values()))[budgets[0]]
+    kinds = list(first["hit"])
+    lines += [f"\n### evidence kept ({first['questions']} held-out "
+              "questions): questions with an evidence token kept / mean "
+              "fraction of evidence tokens kept\n",
+              "| method | " + " | ".join(f"{b} {k}" for b in budgets
+                                        for k in kinds) + " |",
+              "|---" * (1 + len(budgets) * len(kinds)) + "|"]
+    for m, row in evidence.items():
+      lines.append(f"| {m} | " + " | ".join(
+          f"{row[b]['hit'][k]:.2f} / {row[b]['kept'][k]:.2f}"
+          for b in budgets for k in kinds) + " |")
   for key, curve in tables.get("anneal", {}).items():
     lines.append(f"\n{key}: " + ", ".join(
         f"{p['step']}: {p['soft']:.3f}/{p['hard']:.3f}" for p in curve)
@@ -127,6 +163,12 @@ def main(argv=None) -> int:
   p.add_argument("--methods", default=",".join(METHODS))
   p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
   p.add_argument("--no-sweep", action="store_true")
+  p.add_argument("--evidence", action="store_true",
+                 help="also score which methods keep the evidence tokens "
+                 "(eval.evidence) at --evidence-budgets")
+  p.add_argument("--evidence-budgets", default="0.2,0.05")
+  p.add_argument("--evidence-limit", type=int, default=200,
+                 help="held-out questions for --evidence")
   p.add_argument("--anneal", action="store_true")
   p.add_argument("--anneal-every", type=int, default=50,
                  help="checkpoint (and evaluate) every N scorer steps")
@@ -154,8 +196,14 @@ def main(argv=None) -> int:
     c.total_steps = args.backbone_steps or c.total_steps
     hf = backbone(os.path.join(args.workdir, stage), c)
   print(f"stage 1 done at {time.perf_counter() - t0:.0f} s")
+  # Each run updates what it computed; the rest of a previous run's tables
+  # stay.
+  tables_path = os.path.join(args.workdir, "tables.json")
   tables = {}
-  if not args.no_sweep:
+  if os.path.exists(tables_path):
+    with open(tables_path) as f:
+      tables = json.load(f)
+  if not args.no_sweep or args.evidence:
     c = cfg.make_config("selector", assets_dir)
     c.total_steps = args.selector_steps or c.total_steps
     model = selector(os.path.join(args.workdir, "selector"), hf, c)
@@ -170,14 +218,22 @@ def main(argv=None) -> int:
                                    max_pixels=cfg.MAX_PIXELS,
                                    jpeg_quality=None, limit=args.limit,
                                    batch_size=8)
+    methods = tuple(args.methods.split(","))
+  if not args.no_sweep:
     tables["sweep"] = sweep_by_kind(
         model, tok, assets["test"], os.path.join(args.workdir, "sweep"),
-        settings, tuple(args.methods.split(",")),
-        tuple(float(b) for b in args.budgets.split(",")))
+        settings, methods, tuple(float(b) for b in args.budgets.split(",")))
     runner.run_one(model, tok, "world", assets["test"], 0.2, "selector",
                    os.path.join(args.workdir, "pictures"), settings,
                    visualize=4, progress=False)
     print(f"sweep done at {time.perf_counter() - t0:.0f} s")
+  if args.evidence:
+    from vselect_jax.eval import evidence
+    tables["evidence"] = evidence.recall(
+        model, tok, "world", assets["test"], methods,
+        tuple(float(b) for b in args.evidence_budgets.split(",")),
+        dataclasses.replace(settings, limit=args.evidence_limit))
+    print(f"evidence done at {time.perf_counter() - t0:.0f} s")
   if args.anneal:
     base = cfg.make_config("selector", assets_dir)
     base.model_path = hf
@@ -203,7 +259,7 @@ def main(argv=None) -> int:
                                  f"{mask}_{budget:g}_{name}")
           tables["anneal"][key] = anneal_curve(run_dir, hf, c, batches)
         print(f"annealing {mask} done at {time.perf_counter() - t0:.0f} s")
-  with open(os.path.join(args.workdir, "tables.json"), "w") as f:
+  with open(tables_path, "w") as f:
     json.dump(tables, f, indent=1)
   with open(os.path.join(args.workdir, "tables.md"), "w") as f:
     f.write(_markdown(tables, args.limit))
