@@ -157,6 +157,21 @@ def test_demo_sweep_runs_budget_one_once(tmp_path, monkeypatch):
   assert got["fastv"]["0.3"] == {"all": 2.3}
 
 
+def test_demo_anneal_plot(tmp_path):
+  from vselect_jax import world2_demo
+  curve = [{"step": 25, "soft": 0.9, "hard": 0.5},
+           {"step": 50, "soft": 0.95, "hard": 0.9}]
+  curves = {f"{m}, budget {b}, {s}": curve for m in ("scale", "attn_bias")
+            for b in ("0.2", "0.05") for s in ("linear", "w0")}
+  from PIL import Image
+  # (mask, budget) panels, 2 per row, 4.5 x 3.6 in at 100 dpi.
+  path = world2_demo.plot_anneal(curves, str(tmp_path / "a.png"))
+  assert Image.open(path).size == (900, 720)
+  one = {k: v for k, v in curves.items() if k.startswith("scale, budget 0.2")}
+  path = world2_demo.plot_anneal(one, str(tmp_path / "b.png"))
+  assert Image.open(path).size == (450, 360)
+
+
 def test_token_labels_mark_the_evidence():
   for kind, (w, h), s in _scenes(4):
     labels = s.token_labels()

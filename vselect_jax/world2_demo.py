@@ -153,6 +153,45 @@ def _markdown(tables: dict, limit: int) -> str:
   return "\n".join(lines) + "\n"
 
 
+def plot_anneal(curves: dict, path: str) -> str:
+  """One panel per (soft mask, budget) of ``tables["anneal"]`` (keys
+  "<mask>, budget <b>, <schedule>"): held-out accuracy over scorer steps,
+  through the soft mask (dashed) and with the hard top-k (solid), one
+  colour per schedule."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  panels = sorted({k.rsplit(", ", 1)[0] for k in curves})
+  schedules = list(dict.fromkeys(k.rsplit(", ", 1)[1] for k in curves))
+  cols = min(2, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows),
+                           squeeze=False, sharey=True)
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, panel in zip(axes.flat, panels):
+    for i, label in enumerate(schedules):
+      curve = curves.get(f"{panel}, {label}")
+      if not curve:
+        continue
+      steps = [p["step"] for p in curve]
+      color = f"C{i}"
+      ax.plot(steps, [p["hard"] for p in curve], "-o", color=color,
+              label=f"{label} hard")
+      ax.plot(steps, [p["soft"] for p in curve], "--", color=color,
+              label=f"{label} soft")
+    ax.set_title(panel, fontsize=10)
+    ax.set_xlabel("scorer step")
+    ax.grid(True, alpha=0.3)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("held-out accuracy (teacher-forced)")
+  axes.flat[len(panels) - 1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", default="runs/world2")
@@ -258,7 +297,10 @@ def main(argv=None) -> int:
           run_dir = os.path.join(args.workdir, "anneal",
                                  f"{mask}_{budget:g}_{name}")
           tables["anneal"][key] = anneal_curve(run_dir, hf, c, batches)
-        print(f"annealing {mask} done at {time.perf_counter() - t0:.0f} s")
+        print(f"annealing {mask}, budget {budget:g} done at "
+              f"{time.perf_counter() - t0:.0f} s")
+  if tables.get("anneal"):
+    plot_anneal(tables["anneal"], os.path.join(args.workdir, "anneal.png"))
   with open(tables_path, "w") as f:
     json.dump(tables, f, indent=1)
   with open(os.path.join(args.workdir, "tables.md"), "w") as f:
