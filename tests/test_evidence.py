@@ -74,7 +74,7 @@ def test_recall_counts_the_kept_evidence(world):
     assert full["questions"] == 3
     # Everything kept: every question keeps all its evidence.
     assert full["hit"] == {"all": 1.0, "busy": 1.0, "color": 1.0}
-    assert full["kept"]["all"] == 1.0
+    assert full["kept"]["all"] == 1.0 and full["missed"] == []
     low = got[method]["0.1"]
     assert 0.0 <= low["hit"]["all"] <= 1.0
     assert low["kept"]["color"] <= low["hit"]["color"]
@@ -91,6 +91,7 @@ def test_recall_counts_the_kept_evidence(world):
       assert got[method][f"{b:g}"]["kept"]["all"] == pytest.approx(
           budget_to_k(n, b) / n)
       assert got[method][f"{b:g}"]["hit"]["color"] == 1.0
+      assert got[method][f"{b:g}"]["missed"] == []
 
 
 def test_records_without_a_box_are_named(world, tmp_path):
@@ -108,3 +109,14 @@ def test_records_without_a_box_are_named(world, tmp_path):
   with pytest.raises(ValueError, match="'w0'.*outside"):
     evidence.recall(model, tok, "world", str(bad), ("random",), (0.5,),
                     settings)
+
+
+def test_accuracy_on_a_subset_of_questions(world, tmp_path):
+  _, _, data, _, _ = world
+  preds = tmp_path / "predictions.jsonl"
+  preds.write_text("".join(json.dumps({"id": i, "prediction": p}) + "\n"
+                           for i, p in (("w0", "Red."), ("w1", "blue"),
+                                        ("w2", "red"))))
+  assert evidence.accuracy_on(str(preds), data, ["w0", "w1"]) == (0.5, 2)
+  assert evidence.accuracy_on(str(preds), data, ["w2"]) == (1.0, 1)
+  assert evidence.accuracy_on(str(preds), data, []) == (None, 0)

@@ -125,6 +125,12 @@ def test_demo_tables_per_kind(tmp_path):
            {"step": 50, "soft": 1.0, "hard": 0.5}]}}, 400)
   assert "### busy" in md and "| selector | 0.250 |" in md
   assert "50: 1.000/0.500" in md
+  cell = {"hit": {"all": 0.5, "color": 1.0}, "kept": {"all": 0.25,
+                                                      "color": 0.5},
+          "questions": 2, "missed": ["q1"], "missed_accuracy": 1.0}
+  md = world2_demo._markdown({"evidence": {"fastv": {"0.05": cell}}}, 400)
+  assert "| method | 0.05 all | 0.05 color | 0.05 none kept |" in md
+  assert "| fastv | 0.50 / 0.25 | 1.00 / 0.50 | 1 (1.00) |" in md
 
 
 def test_demo_sweep_runs_budget_one_once(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ with the soft-mask (training) accuracy and the hard-selection (inference)
 accuracy close together at the end of the schedule. The colour question
 among grey distractors only, to stay fast.
 
-The same code paths as ``make demo`` (``configs/world.py``,
+The same code paths as ``make demo-world1`` (``configs/world.py``,
 ``vselect_jax.world_demo``), with a smaller model, 112 px images (16 visual
 tokens, 3 kept at 0.2) and fewer steps. Seeded: the margins below hold with
 room to spare (measured: backbone 0.93, selector 0.93, random 0.48).

@@ -1,4 +1,4 @@
-"""`make demo`: the pipeline end to end on a small local model.
+"""`make pipeline-demo`: the pipeline end to end on a small local model.
 
 No Qwen weights can be downloaded here, so a small random-init HF
 Qwen2.5-VL checkpoint is built locally; it stands in for a hub download such

@@ -138,14 +138,21 @@ def _markdown(tables: dict, limit: int) -> str:
     kinds = list(first["hit"])
     lines += [f"\n### evidence kept ({first['questions']} held-out "
               "questions): questions with an evidence token kept / mean "
-              "fraction of evidence tokens kept\n",
-              "| method | " + " | ".join(f"{b} {k}" for b in budgets
-                                        for k in kinds) + " |",
-              "|---" * (1 + len(budgets) * len(kinds)) + "|"]
+              "fraction of evidence tokens kept; the questions with none "
+              "kept and the sweep's accuracy on them\n",
+              "| method | " + " | ".join(
+                  f"{b} {k}" for b in budgets
+                  for k in (*kinds, "none kept")) + " |",
+              "|---" * (1 + len(budgets) * (len(kinds) + 1)) + "|"]
     for m, row in evidence.items():
-      lines.append(f"| {m} | " + " | ".join(
-          f"{row[b]['hit'][k]:.2f} / {row[b]['kept'][k]:.2f}"
-          for b in budgets for k in kinds) + " |")
+      cells = []
+      for b in budgets:
+        c = row[b]
+        cells += [f"{c['hit'][k]:.2f} / {c['kept'][k]:.2f}" for k in kinds]
+        acc = c.get("missed_accuracy")
+        cells.append(f"{len(c['missed'])}" + (
+            f" ({acc:.2f})" if acc is not None else ""))
+      lines.append(f"| {m} | " + " | ".join(cells) + " |")
   for key, curve in tables.get("anneal", {}).items():
     lines.append(f"\n{key}: " + ", ".join(
         f"{p['step']}: {p['soft']:.3f}/{p['hard']:.3f}" for p in curve)
@@ -272,6 +279,18 @@ def main(argv=None) -> int:
         model, tok, "world", assets["test"], methods,
         tuple(float(b) for b in args.evidence_budgets.split(",")),
         dataclasses.replace(settings, limit=args.evidence_limit))
+    # The sweep's answers on the questions whose evidence a method dropped:
+    # right ones were read from other tokens (the tower's full-attention
+    # block mixes them; an in-LLM method's first layers saw everything).
+    # Random's draws depend on the batch's shape, so its sweep cells kept
+    # other tokens than here: not paired.
+    for m, row in tables["evidence"].items():
+      for b, cell in row.items():
+        preds = os.path.join(args.workdir, "sweep", "world", f"{m}_{b}",
+                             "predictions.jsonl")
+        if m != "random" and os.path.exists(preds):
+          cell["missed_accuracy"], _ = evidence.accuracy_on(
+              preds, assets["test"], cell["missed"])
     print(f"evidence done at {time.perf_counter() - t0:.0f} s")
   if args.anneal:
     base = cfg.make_config("selector", assets_dir)

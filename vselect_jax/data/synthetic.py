@@ -8,7 +8,7 @@ region, so a token selector has something to learn:
           value of bar B?");
   text    a short word somewhere on the page ("What word is written?").
 Some records are multi-turn (a second question on the same image) and some
-show two images. For tests, benchmarks and ``make demo``.
+show two images. For tests, benchmarks and ``make pipeline-demo``.
 """
 from __future__ import annotations
 

@@ -76,9 +76,10 @@ def recall(model, tokenizer, task: str, data_path: str,
 
   Returns:
     {method: {str(budget): {"hit": {"all": p, kind: p, ...},
-                            "kept": {...}, "questions": n}}}: "hit" the
-    fraction of questions with an evidence token kept, "kept" the mean
-    fraction of evidence tokens kept.
+                            "kept": {...}, "questions": n,
+                            "missed": [id, ...]}}}: "hit" the fraction of
+    questions with an evidence token kept, "kept" the mean fraction of
+    evidence tokens kept, "missed" the questions with none kept.
 
   Raises:
     ValueError: a record without one image or without a valid
@@ -114,7 +115,25 @@ def recall(model, tokenizer, task: str, data_path: str,
         (_, keep), = runner.token_maps(model, ex, budget, method, settings)
         hits.append(float((keep & target).any()))
         kept.append(float((keep & target).sum() / target.sum()))
-      out[method][f"{budget:g}"] = {"hit": _mean_by_kind(hits, kinds),
-                                    "kept": _mean_by_kind(kept, kinds),
-                                    "questions": len(examples)}
+      out[method][f"{budget:g}"] = {
+          "hit": _mean_by_kind(hits, kinds),
+          "kept": _mean_by_kind(kept, kinds), "questions": len(examples),
+          "missed": [ex.record.id for ex, h in zip(examples, hits) if not h]}
   return out
+
+
+def accuracy_on(predictions_path: str, data_path: str, ids) -> tuple:
+  """(exact-match accuracy or None, n) of a run's ``predictions.jsonl``
+  over the questions ``ids`` (e.g. those whose evidence a method dropped:
+  right answers there were read from elsewhere)."""
+  import json
+  from vselect_jax.eval import records as records_lib, tasks as tasks_lib
+  records = {r.id: r for r in records_lib.load_records(data_path)}
+  ids = set(ids)
+  scores = []
+  with open(predictions_path) as f:
+    for line in f:
+      p = json.loads(line)
+      if p["id"] in ids:
+        scores.append(tasks_lib.exact_match(p["prediction"], records[p["id"]]))
+  return (float(np.mean(scores)) if scores else None), len(scores)

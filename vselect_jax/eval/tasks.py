@@ -400,7 +400,9 @@ def _score_pope(records, predictions):
 
 # ------------------------------------------------------------------- table
 
-def _exact_match(prediction: str, record: EvalRecord) -> float:
+def exact_match(prediction: str, record: EvalRecord) -> float:
+  """1.0 when the prediction (stripped, lower-cased, a final "." dropped)
+  is one of the answers, else 0.0."""
   norm = lambda x: x.strip().rstrip(".").strip().lower()
   return float(norm(prediction) in {norm(a) for a in record.answers})
 
@@ -441,7 +443,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     # vselect-jax's synthetic world (data/world.py): exact match.
     TaskSpec("world", "", "vselect_jax.data.world", "test", 4, SHORT_ANSWER,
              (), (), ("accuracy",), _prompt_plain(SHORT_ANSWER),
-             _score_mean("accuracy", _exact_match, breakdown="category")),
+             _score_mean("accuracy", exact_match, breakdown="category")),
     TaskSpec("pope", "pope", "lmms-lab/POPE", "test", 128, SHORT_ANSWER, (),
              (), ("accuracy", "precision", "recall", "f1", "yes_ratio"),
              _prompt_pope, _score_pope),
