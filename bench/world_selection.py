@@ -1,7 +1,7 @@
 """Post-tower vs in-tower selection on the synthetic world, with both soft
 masks: accuracy at each budget and the soft/hard gap.
 
-On the frozen stage-1 backbone of ``make demo`` (``vselect_jax.world_demo``:
+On the frozen stage-1 backbone of ``make demo-world1`` (``vselect_jax.world_demo``:
 3 LLM layers, 2 vision blocks, the last with full attention, 36-64 merged
 tokens per image) this trains four scorers at budget 0.2 with the reference
 recipe (``configs/world.py:selector``): post-tower (the LIS after the tower)

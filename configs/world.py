@@ -9,7 +9,7 @@
   python train.py --config configs/world.py:dynamic_qwen --workdir runs/world_dq \
       --config.model_path=runs/world_backbone/hf
 
-``python -m vselect_jax.world_demo`` (``make demo``) runs both, then the
+``python -m vselect_jax.world_demo`` (``make demo-world1``) runs both, then the
 sweep. The configs only name their assets (a random-init model with the
 offline test tokenizer, the world's train/test splits, cached under
 ``$VSELECT_CACHE/world``, default ``.cache/world``); building them is an

@@ -151,8 +151,9 @@ def test_fastv_ranks_like_hf_attention_weights(models):
     np.testing.assert_array_equal(kept[np.isin(kept, vis)], expect)
 
 
-@pytest.mark.parametrize("method", ["visionzip", "fastv", "dart", "random",
-                                    "uniform", "divprune", "holov"])
+# random and uniform are a plain top-k in group: at k = N they keep all.
+@pytest.mark.parametrize("method", ["visionzip", "fastv", "dart", "divprune",
+                                    "holov"])
 def test_full_budget_equals_the_base_model(models, method):
   # Keeping every token, the method's path (two LLM stages, merging) must
   # reduce to the plain model: logits and greedy tokens, batch of two.

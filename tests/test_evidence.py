@@ -67,9 +67,9 @@ def world(tmp_path_factory):
 
 def test_recall_counts_the_kept_evidence(world):
   model, tok, data, settings, _ = world
-  got = evidence.recall(model, tok, "world", data, ("random", "uniform"),
-                        (1.0, 0.1), settings)
-  for method in ("random", "uniform"):
+  got = evidence.recall(model, tok, "world", data, ("uniform",), (1.0, 0.1),
+                        settings)
+  for method in ("uniform",):
     full = got[method]["1"]
     assert full["questions"] == 3
     # Everything kept: every question keeps all its evidence.
@@ -83,10 +83,10 @@ def test_recall_counts_the_kept_evidence(world):
   whole = [json.loads(l) for l in open(data)][2:]
   path = world[4] / "whole.jsonl"
   path.write_text(json.dumps(whole[0]) + "\n")
-  got = evidence.recall(model, tok, "world", str(path), ("random", "divprune"),
+  got = evidence.recall(model, tok, "world", str(path), ("divprune",),
                         (0.1, 0.3), settings)
   n = (168 // 28) * (112 // 28)
-  for method in ("random", "divprune"):
+  for method in ("divprune",):
     for b in (0.1, 0.3):
       assert got[method][f"{b:g}"]["kept"]["all"] == pytest.approx(
           budget_to_k(n, b) / n)

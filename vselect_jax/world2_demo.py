@@ -168,7 +168,7 @@ def plot_anneal(curves: dict, path: str) -> str:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  panels = sorted({k.rsplit(", ", 1)[0] for k in curves})
+  panels = list(dict.fromkeys(k.rsplit(", ", 1)[0] for k in curves))
   schedules = list(dict.fromkeys(k.rsplit(", ", 1)[1] for k in curves))
   cols = min(2, len(panels))
   rows = -(-len(panels) // cols)
