@@ -246,3 +246,22 @@ def test_stage1_curriculum_phases():
     cfg.make_config("backbone_hard")
   with pytest.raises(ValueError, match="phase must be one of"):
     cfg.asset_paths(phase="hard")
+
+
+def test_demo_seed_is_a_replicate(tmp_path):
+  # Seed 0 is the model and data order of every earlier run; another seed
+  # draws its own init model (own directory) and shifts the step's and the
+  # data order's seeds, over the same images.
+  from configs import world2 as cfg
+  from vselect_jax import world2_demo
+  base = world2_demo.stage_config("backbone_easy", str(tmp_path))
+  want = cfg.make_config("backbone_easy", str(tmp_path))
+  assert (base.model_path, base.seed, base.data.seed) == (
+      want.model_path, want.seed, want.data.seed)
+  other = world2_demo.stage_config("backbone_easy", str(tmp_path), seed=3)
+  assert other.model_path != base.model_path
+  assert other.model_path.endswith("seed3")
+  assert (other.seed, other.data.seed) == (base.seed + 3, base.data.seed + 3)
+  assert other.data.registry == base.data.registry
+  assert world2_demo.model_spec(3)["seed"] == 3
+  assert "seed" not in world2_demo.model_spec(0)

@@ -14,9 +14,13 @@ with the linear schedule (0.1 -> 2.0), w held at 0 and w held at 2.0, at
 mask; each run checkpoints every ``--anneal-every`` steps and every
 checkpoint is scored teacher-forced on the held-out split through the soft
 mask and with the hard top-k (``eval.relaxed_accuracy``). Everything is
-cached in the workdir: a second run starts where the first stopped.
+cached in the workdir: a second run starts where the first stopped, and
+JAX's persistent compilation cache (``<workdir>/xla_cache``) spares it the
+compiles. ``--seed N`` is a replicate: its own random-init model, training
+step and data order (the same images).
 
   python -m vselect_jax.world2_demo --workdir runs/world2 [--evidence] [--anneal]
+  python -m vselect_jax.world2_demo --workdir runs/world2_seed1 --seed 1
 
 Outputs: ``<workdir>/tables.json`` and ``<workdir>/tables.md`` (sweep per
 kind, evidence recall, annealing curves; a run replaces the parts it
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -40,6 +45,25 @@ ANNEAL_RUNS = {"linear": ("linear", 0.1, 2.0), "w0": ("w0", 0.0, 0.0),
                "w2": ("w2", 2.0, 2.0)}
 ANNEAL_BUDGETS = (0.2, 0.05)
 SOFT_MASKS = ("scale", "attn_bias")
+
+
+def model_spec(seed: int = 0) -> dict:
+  """The random-init model of replicate ``seed`` (``configs/world2.py:
+  MODEL``; seed 0 is the model of every earlier run, its directory name
+  unchanged)."""
+  from configs import world2 as cfg
+  return dict(cfg.MODEL, seed=seed) if seed else dict(cfg.MODEL)
+
+
+def stage_config(stage: str, assets_dir: str, seed: int = 0):
+  """``configs/world2.py``'s ``stage`` config over ``assets_dir`` for
+  replicate ``seed``: its own init model (``model_spec``), and the training
+  step's and the data order's seeds shifted by ``seed``."""
+  from configs import world2 as cfg
+  c = cfg.make_config(stage, assets_dir, model_spec(seed))
+  c.seed += seed
+  c.data.seed += seed
+  return c
 
 
 def per_kind(cell_dir: str) -> dict:
@@ -209,6 +233,14 @@ def main(argv=None) -> int:
   p.add_argument("--methods", default=",".join(METHODS))
   p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
   p.add_argument("--no-sweep", action="store_true")
+  p.add_argument("--seed", type=int, default=0,
+                 help="a replicate: N > 0 draws another random-init model "
+                 "and another data order for every training stage (the "
+                 "same images and test split); use its own --workdir")
+  p.add_argument("--compile-cache", default=None, metavar="DIR",
+                 help="JAX's persistent compilation cache (default "
+                 "<workdir>/xla_cache; '' turns it off): a rerun compiles "
+                 "nothing it compiled before")
   p.add_argument("--evidence", action="store_true",
                  help="also score which methods keep the evidence tokens "
                  "(eval.evidence) at --evidence-budgets")
@@ -227,17 +259,26 @@ def main(argv=None) -> int:
   p.add_argument("--anneal-limit", type=int, default=0,
                  help="held-out batches for the curves (0: the whole split)")
   args = p.parse_args(argv)
+  if args.seed < 0:
+    p.error(f"--seed must be >= 0, got {args.seed}")
   logging.basicConfig(level=logging.WARNING)
+  cache = (os.path.join(args.workdir, "xla_cache")
+           if args.compile_cache is None else args.compile_cache)
+  if cache:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
   from transformers import AutoTokenizer
   from configs import world2 as cfg
   from vselect_jax.eval import relaxed_accuracy, runner
 
   t0 = time.perf_counter()
   assets_dir = os.path.join(args.workdir, "assets")
-  assets = cfg.build_assets(assets_dir)
+  make_config = functools.partial(stage_config, assets_dir=assets_dir,
+                                  seed=args.seed)
+  assets = cfg.build_assets(assets_dir, model=model_spec(args.seed))
   hf = assets["model"]
   for stage in cfg.STAGES[:3]:        # stage 1's curriculum, easiest first
-    c = cfg.make_config(stage, assets_dir)
+    c = make_config(stage)
     c.model_path = hf
     c.total_steps = args.backbone_steps or c.total_steps
     hf = backbone(os.path.join(args.workdir, stage), c)
@@ -250,11 +291,11 @@ def main(argv=None) -> int:
     with open(tables_path) as f:
       tables = json.load(f)
   if not args.no_sweep or args.evidence:
-    c = cfg.make_config("selector", assets_dir)
+    c = make_config("selector")
     c.total_steps = args.selector_steps or c.total_steps
     model = selector(os.path.join(args.workdir, "selector"), hf, c)
     if "dynamic_qwen" in args.methods.split(","):
-      d = cfg.make_config("dynamic_qwen", assets_dir)
+      d = make_config("dynamic_qwen")
       model = dynamic_qwen(os.path.join(args.workdir, "dynamic_qwen"), hf,
                            os.path.join(args.workdir, "selector", "hf"), d)
     tok = AutoTokenizer.from_pretrained(hf)
@@ -270,8 +311,9 @@ def main(argv=None) -> int:
         model, tok, assets["test"], os.path.join(args.workdir, "sweep"),
         settings, methods, tuple(float(b) for b in args.budgets.split(",")))
     runner.run_one(model, tok, "world", assets["test"], 0.2, "selector",
-                   os.path.join(args.workdir, "pictures"), settings,
-                   visualize=4, progress=False)
+                   os.path.join(args.workdir, "pictures"),
+                   dataclasses.replace(settings, limit=8), visualize=4,
+                   progress=False)
     print(f"sweep done at {time.perf_counter() - t0:.0f} s")
   if args.evidence:
     from vselect_jax.eval import evidence
@@ -293,7 +335,7 @@ def main(argv=None) -> int:
               preds, assets["test"], cell["missed"])
     print(f"evidence done at {time.perf_counter() - t0:.0f} s")
   if args.anneal:
-    base = cfg.make_config("selector", assets_dir)
+    base = make_config("selector")
     base.model_path = hf
     batches = list(relaxed_accuracy.held_out_rows(
         base, assets["test"], os.path.join(args.workdir, "held_out"),
@@ -305,7 +347,7 @@ def main(argv=None) -> int:
           if label not in ANNEAL_RUNS:
             raise ValueError(f"unknown --anneal-runs entry {label!r}; one "
                              f"of {list(ANNEAL_RUNS)}")
-          c = cfg.make_config("selector", assets_dir)
+          c = make_config("selector")
           c.total_steps = args.selector_steps or c.total_steps
           c.budget, c.soft_mask = budget, mask
           name, c.reg.start, c.reg.end = ANNEAL_RUNS[label]
