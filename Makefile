@@ -34,7 +34,7 @@ $(OV_VENV)/.installed: tests/ov_oracle_requirements.txt
 venv-ov: $(OV_VENV)/.installed
 
 # The paper's claims on a synthetic world built to test them (issue 19):
-# a small Qwen2.5-VL trained from scratch (stage 1: three phases, ~28 min the
+# a small Qwen2.5-VL trained from scratch (stage 1: three phases, ~30 min the
 # first time, then cached), the scorer at 0.2, Dynamic-Qwen, and every method
 # at five budgets on 400 held-out questions, per question kind.
 demo: $(VENV)/.installed

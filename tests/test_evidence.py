@@ -69,15 +69,14 @@ def test_recall_counts_the_kept_evidence(world):
   model, tok, data, settings, _ = world
   got = evidence.recall(model, tok, "world", data, ("uniform",), (1.0, 0.1),
                         settings)
-  for method in ("uniform",):
-    full = got[method]["1"]
-    assert full["questions"] == 3
-    # Everything kept: every question keeps all its evidence.
-    assert full["hit"] == {"all": 1.0, "busy": 1.0, "color": 1.0}
-    assert full["kept"]["all"] == 1.0 and full["missed"] == []
-    low = got[method]["0.1"]
-    assert 0.0 <= low["hit"]["all"] <= 1.0
-    assert low["kept"]["color"] <= low["hit"]["color"]
+  full = got["uniform"]["1"]
+  assert full["questions"] == 3
+  # Everything kept: every question keeps all its evidence.
+  assert full["hit"] == {"all": 1.0, "busy": 1.0, "color": 1.0}
+  assert full["kept"]["all"] == 1.0 and full["missed"] == []
+  low = got["uniform"]["0.1"]
+  assert 0.0 <= low["hit"]["all"] <= 1.0
+  assert low["kept"]["color"] <= low["hit"]["color"]
   # The whole-image box: every kept token is evidence, so the kept fraction
   # is exactly k / N.
   whole = [json.loads(l) for l in open(data)][2:]
@@ -86,12 +85,11 @@ def test_recall_counts_the_kept_evidence(world):
   got = evidence.recall(model, tok, "world", str(path), ("divprune",),
                         (0.1, 0.3), settings)
   n = (168 // 28) * (112 // 28)
-  for method in ("divprune",):
-    for b in (0.1, 0.3):
-      assert got[method][f"{b:g}"]["kept"]["all"] == pytest.approx(
-          budget_to_k(n, b) / n)
-      assert got[method][f"{b:g}"]["hit"]["color"] == 1.0
-      assert got[method][f"{b:g}"]["missed"] == []
+  for b in (0.1, 0.3):
+    cell = got["divprune"][f"{b:g}"]
+    assert cell["kept"]["all"] == pytest.approx(budget_to_k(n, b) / n)
+    assert cell["hit"]["color"] == 1.0
+    assert cell["missed"] == []
 
 
 def test_records_without_a_box_are_named(world, tmp_path):
